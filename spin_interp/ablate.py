@@ -1,0 +1,364 @@
+"""Reversible weight edits: zero selected entries or whole neurons, compose, sweep.
+
+A :class:`WeightEdit` is a list of (flat indices, new values) per HF weight name. ``apply()`` saves
+the entries it overwrites and ``revert()`` writes them back bit-for-bit. Edits applied to one model
+form a stack; reverting an edit that is not on top first lifts the edits above it and then puts
+them back, so overlapping edits can be reverted in any order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from spin_interp._io import load_artifact, save_artifact
+from spin_interp.attribution import WeightScores, layer_of, module_of
+from spin_interp.models import (
+    architecture_fingerprint,
+    hf_parameters,
+    model_fingerprint,
+    weight_layout,
+)
+from spin_interp.select import Selection, random_like, select_coupled
+
+log = logging.getLogger(__name__)
+
+__all__ = ["WeightEdit", "base_fingerprint", "sweep", "zero_neurons", "zero_weights"]
+
+
+def _stack(model: Any) -> list[WeightEdit]:
+    stack = getattr(model, "_spin_edit_stack", None)
+    if stack is None:
+        stack = []
+        model._spin_edit_stack = stack
+    return stack
+
+
+def base_fingerprint(model: Any) -> str:
+    """Fingerprint of the model with no edit applied (recorded when the first edit is applied)."""
+    if _stack(model):
+        return model._spin_base_fingerprint
+    return model_fingerprint(model)
+
+
+class WeightEdit:
+    """Overwrite chosen entries of chosen weight matrices; reversible bit-for-bit."""
+
+    def __init__(
+        self,
+        model: Any,
+        changes: dict[str, tuple[torch.Tensor, torch.Tensor]],
+        meta: dict[str, Any] | None = None,
+    ) -> None:
+        params = hf_parameters(model)
+        self.model = model
+        self.changes: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        for name, (idx, vals) in changes.items():
+            if name not in params:
+                raise KeyError(f"{name!r} is not a weight of this model")
+            idx = torch.as_tensor(idx, dtype=torch.long).reshape(-1)
+            vals = torch.as_tensor(vals).reshape(-1).to(params[name].dtype)
+            if idx.numel() != vals.numel():
+                raise ValueError(f"{name}: {idx.numel()} indices but {vals.numel()} values")
+            if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= params[name].numel()):
+                raise IndexError(f"{name}: indices fall outside a matrix of {params[name].numel()}")
+            if idx.numel() != torch.unique(idx).numel():
+                raise ValueError(f"{name}: repeated indices in one edit")
+            self.changes[name] = (idx, vals)
+        self.meta = dict(meta or {})
+        self.meta.setdefault("architecture", architecture_fingerprint(model))
+        self._saved: dict[str, torch.Tensor] | None = None
+
+    # -- state --------------------------------------------------------------------------------
+    @property
+    def is_applied(self) -> bool:
+        return self._saved is not None
+
+    def n_entries(self) -> int:
+        return sum(int(i.numel()) for i, _ in self.changes.values())
+
+    @torch.no_grad()
+    def _write(self) -> None:
+        params = hf_parameters(self.model)
+        saved = {}
+        for name, (idx, vals) in self.changes.items():
+            flat = params[name].view(-1)
+            dev_idx = idx.to(flat.device)
+            saved[name] = flat[dev_idx].clone()
+            flat[dev_idx] = vals.to(flat.device)
+        self._saved = saved
+
+    @torch.no_grad()
+    def _unwrite(self) -> None:
+        params = hf_parameters(self.model)
+        assert self._saved is not None
+        for name, (idx, _) in self.changes.items():
+            flat = params[name].view(-1)
+            flat[idx.to(flat.device)] = self._saved[name]
+        self._saved = None
+
+    def apply(self) -> WeightEdit:
+        """Write the new values into the model (saving what they replace)."""
+        if self.is_applied:
+            raise RuntimeError("this edit is already applied")
+        if architecture_fingerprint(self.model) != self.meta["architecture"]:
+            raise ValueError("this edit was made for a model of another architecture")
+        stack = _stack(self.model)
+        if not stack:
+            self.model._spin_base_fingerprint = model_fingerprint(self.model)
+        self._write()
+        stack.append(self)
+        return self
+
+    def revert(self) -> WeightEdit:
+        """Restore the entries this edit overwrote, bit-for-bit (any order of reverts works)."""
+        if not self.is_applied:
+            raise RuntimeError("this edit is not applied")
+        stack = _stack(self.model)
+        pos = next(i for i, e in enumerate(stack) if e is self)
+        above = stack[pos + 1 :]
+        for e in reversed(above):
+            e._unwrite()
+        self._unwrite()
+        del stack[pos:]
+        for e in above:
+            e._write()
+            stack.append(e)
+        return self
+
+    @contextlib.contextmanager
+    def applied(self) -> Iterator[WeightEdit]:
+        """Apply for the duration of a ``with`` block, then revert (even on error)."""
+        self.apply()
+        try:
+            yield self
+        finally:
+            self.revert()
+
+    # -- composition and reporting ------------------------------------------------------------
+    def __add__(self, other: WeightEdit) -> WeightEdit:
+        """One edit doing both; where both touch an entry, ``other``'s value wins."""
+        if other.model is not self.model:
+            raise ValueError("cannot compose edits of two different model objects")
+        changes = dict(self.changes)
+        for name, (idx, vals) in other.changes.items():
+            if name in changes:
+                i0, v0 = changes[name]
+                keep = ~torch.isin(i0, idx)
+                changes[name] = (torch.cat([i0[keep], idx]), torch.cat([v0[keep], vals]))
+            else:
+                changes[name] = (idx, vals)
+        kinds = [self.meta.get("kind"), other.meta.get("kind")]
+        return WeightEdit(self.model, changes, {"kind": "+".join(str(k) for k in kinds)})
+
+    def summary(self) -> dict[str, Any]:
+        by_layer: Counter = Counter()
+        by_module: Counter = Counter()
+        for name, (idx, _) in self.changes.items():
+            by_layer[layer_of(name)] += int(idx.numel())
+            by_module[module_of(name)] += int(idx.numel())
+        return {
+            "kind": self.meta.get("kind"),
+            "entries": self.n_entries(),
+            "matrices": sum(1 for i, _ in self.changes.values() if i.numel()),
+            "by_layer": {str(k): v for k, v in sorted(by_layer.items(), key=lambda kv: str(kv[0]))},
+            "by_module": dict(sorted(by_module.items())),
+            "applied": self.is_applied,
+        }
+
+    def save(self, path: str | Path) -> Path:
+        tensors = {}
+        for name, (idx, vals) in self.changes.items():
+            tensors[f"indices/{name}"] = idx
+            tensors[f"values/{name}"] = vals
+        return save_artifact(path, "weight_edit", tensors, dict(self.meta))
+
+    @classmethod
+    def load(cls, path: str | Path, model: Any) -> WeightEdit:
+        tensors, meta = load_artifact(path, "weight_edit")
+        arch = architecture_fingerprint(model)
+        if meta.get("architecture") != arch:
+            raise ValueError(
+                f"{path} was made for another model (architecture {meta.get('architecture')}, "
+                f"this model {arch})"
+            )
+        base = meta.get("model_fingerprint")
+        if base is not None and base != base_fingerprint(model):
+            raise ValueError(
+                f"{path} was made for model {base}, this model is {base_fingerprint(model)}"
+            )
+        names = {k.split("/", 1)[1] for k in tensors}
+        changes = {n: (tensors[f"indices/{n}"], tensors[f"values/{n}"]) for n in names}
+        return cls(model, changes, meta)
+
+    def __repr__(self) -> str:
+        return (
+            f"WeightEdit(kind={self.meta.get('kind')!r}, entries={self.n_entries()}, "
+            f"applied={self.is_applied})"
+        )
+
+
+# --------------------------------------------------------------------------------------------------
+# constructors
+
+
+def _check_fingerprint(model: Any, fingerprint: str | None, what: str) -> str:
+    base = base_fingerprint(model)
+    if fingerprint is not None and fingerprint != base:
+        raise ValueError(
+            f"the {what} was computed on model {fingerprint}, but this model is {base}: "
+            "rescore on this model"
+        )
+    return base
+
+
+def zero_weights(model: Any, selection: Selection) -> WeightEdit:
+    """An edit that sets every selected weight entry to zero."""
+    base = _check_fingerprint(model, selection.fingerprint, "selection")
+    params = hf_parameters(model)
+    changes = {}
+    for name, idx in selection.indices.items():
+        if name not in params:
+            raise KeyError(f"{name!r} is not a weight of this model (is this a neuron selection?)")
+        if tuple(params[name].shape) != tuple(selection.shapes[name]):
+            raise ValueError(f"{name}: selection shape {selection.shapes[name]} != model's")
+        if idx.numel():
+            changes[name] = (idx, torch.zeros(idx.numel(), dtype=params[name].dtype))
+    meta = {"kind": "zero_weights", "model_fingerprint": base, "mode": selection.meta.get("mode")}
+    return WeightEdit(model, changes, meta)
+
+
+_HEAD_KEYS = ("num_attention_heads", "n_head")
+
+
+def neuron_weight_entries(model: Any, module: str, units: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Flat weight indices that carry the given units of ``module``.
+
+    ``module`` is an HF module name: an MLP (``model.layers.3.mlp``; unit j = row j of gate/up
+    and column j of down, or the Conv1D equivalents) or an attention block
+    (``model.layers.3.self_attn``;
+    unit h = head h's input slice of the output projection).
+    """
+    params = hf_parameters(model)
+    units = torch.as_tensor(units, dtype=torch.long).reshape(-1)
+    mats = {
+        n[len(module) + 1 : -len(".weight")]: n
+        for n in params
+        if n.startswith(module + ".") and n.endswith(".weight") and params[n].ndim == 2
+    }
+    out: dict[str, torch.Tensor] = {}
+
+    def rows_or_cols(name: str, along_out: bool, width: int = 1) -> torch.Tensor:
+        """Entries of units on the output axis (along_out) or the input axis of ``name``."""
+        shape = params[name].shape
+        layout = weight_layout(model, name)  # "out_in" (nn.Linear) or "in_out" (Conv1D)
+        axis = (0 if layout == "out_in" else 1) if along_out else (1 if layout == "out_in" else 0)
+        k = (units[:, None] * width + torch.arange(width)[None, :]).reshape(-1)
+        grid = torch.arange(shape[0] * shape[1]).reshape(shape)
+        sel = grid.index_select(axis, k)
+        return sel.reshape(-1).sort().values
+
+    if re.search(r"\.mlp$", module):
+        up_like = [k for k in ("gate_proj", "up_proj", "c_fc", "fc1", "w1", "w3") if k in mats]
+        down_like = [k for k in ("down_proj", "c_proj", "fc2", "w2") if k in mats]
+        if not down_like:
+            raise ValueError(f"no down projection found under {module}")
+        for k in up_like:
+            out[mats[k]] = rows_or_cols(mats[k], along_out=True)
+        for k in down_like:
+            out[mats[k]] = rows_or_cols(mats[k], along_out=False)
+    elif re.search(r"\.(self_attn|attn|attention)$", module):
+        o = next((k for k in ("o_proj", "c_proj", "out_proj", "dense") if k in mats), None)
+        if o is None:
+            raise ValueError(f"no attention output projection found under {module}")
+        cfg = getattr(model, "original_model", model).config
+        n_heads = next(getattr(cfg, k) for k in _HEAD_KEYS if hasattr(cfg, k))
+        layout = weight_layout(model, mats[o])
+        width_in = params[mats[o]].shape[1 if layout == "out_in" else 0]
+        out[mats[o]] = rows_or_cols(mats[o], along_out=False, width=width_in // n_heads)
+    else:
+        raise ValueError(f"{module!r} is neither an MLP nor an attention module name")
+    return out
+
+
+def zero_neurons(model: Any, neuron_selection: Selection) -> WeightEdit:
+    """Zero whole units: MLP neurons (input rows and output column) or attention heads."""
+    base = _check_fingerprint(model, neuron_selection.fingerprint, "neuron selection")
+    params = hf_parameters(model)
+    changes: dict[str, torch.Tensor] = {}
+    for module, units in neuron_selection.indices.items():
+        if units.numel() == 0:
+            continue
+        for name, idx in neuron_weight_entries(model, module, units).items():
+            changes[name] = (
+                torch.unique(torch.cat([changes[name], idx])) if name in changes else idx
+            )
+    edit_changes = {
+        n: (i, torch.zeros(i.numel(), dtype=params[n].dtype)) for n, i in changes.items()
+    }
+    meta = {
+        "kind": "zero_neurons",
+        "model_fingerprint": base,
+        "units": neuron_selection.count(),
+        "mode": neuron_selection.meta.get("mode"),
+    }
+    return WeightEdit(model, edit_changes, meta)
+
+
+# --------------------------------------------------------------------------------------------------
+# sweeps
+
+
+def sweep(
+    model: Any,
+    a: WeightScores,
+    b: WeightScores | None,
+    general: WeightScores,
+    fractions: Sequence[float],
+    evaluate: Callable[[Any], dict[str, Any]],
+    modes: Sequence[str] = ("paper",),
+    p: float | None = None,
+    random_control: bool = True,
+    seed: int = 0,
+) -> Any:
+    """Ablation study: for each mode and fraction q, select, apply, evaluate, revert.
+
+    ``p`` defaults to ``q`` (the paper uses p = q). ``evaluate(model)`` returns a dict of numbers.
+    With ``random_control`` each setting is followed by a same-count random selection. Returns a
+    pandas DataFrame when pandas is installed, else a list of dicts; the first row is the
+    unedited model.
+    """
+    if not fractions:
+        raise ValueError("fractions is empty")
+    rows: list[dict[str, Any]] = [
+        {"mode": "original", "q": 0.0, "p": 0.0, "entries": 0, **evaluate(model)}
+    ]
+    for mode in modes:
+        for q in fractions:
+            sel = select_coupled(a, b, general, p=q if p is None else p, q=q, mode=mode)
+            todo = [(mode, sel)]
+            if random_control:
+                todo.append((f"random({mode})", random_like(sel, seed=seed)))
+            for label, s in todo:
+                with zero_weights(model, s).applied():
+                    row = {
+                        "mode": label,
+                        "q": q,
+                        "p": q if p is None else p,
+                        "entries": s.count(),
+                        **evaluate(model),
+                    }
+                rows.append(row)
+                log.info("sweep %s", row)
+    try:
+        import pandas as pd
+    except ImportError:
+        return rows
+    return pd.DataFrame(rows)
