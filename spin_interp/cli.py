@@ -1,0 +1,208 @@
+"""The ``spin-interp`` command line.
+
+Exit codes: 0 success, 2 usage or validation error, 1 runtime failure. Errors print one line;
+``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="SPIN: find and suppress neurons coupled to two behaviours.",
+)
+_STATE = {"debug": False, "quiet": False}
+
+_USAGE_ERRORS = (ValueError, KeyError, FileExistsError, FileNotFoundError, TypeError)
+
+
+@app.callback()
+def _main(
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks."),
+) -> None:
+    _STATE.update(quiet=quiet, debug=debug)
+    logging.basicConfig(
+        level=logging.WARNING if quiet else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _progress() -> bool:
+    return not _STATE["quiet"]
+
+
+def _targets(value: str) -> str | list[str]:
+    return value.split(",") if "," in value or value.endswith(".weight") else value
+
+
+@app.command()
+def models() -> None:
+    """List the model aliases that load with no model hub."""
+    from spin_interp.models import cache_dir, list_aliases
+
+    for name, desc in list_aliases().items():
+        typer.echo(f"{name}\t{desc}")
+    typer.echo(f"(converted models are cached in {cache_dir()})")
+
+
+@app.command()
+def score(
+    behaviour: str = typer.Argument(..., help="fairness, privacy or general"),
+    out: Path = typer.Option(..., "--out", "-o", help="Where to write the scores (.safetensors)"),
+    model: str = typer.Option("smollm2-135m-instruct", help="Alias, hub id, folder or .gguf"),
+    source: str = typer.Option("offline", help="offline, hub, or a local data file"),
+    split: str = typer.Option("score"),
+    n: int = typer.Option(32, help="Number of examples"),
+    seed: int = typer.Option(0),
+    unsafe: bool = typer.Option(False, help="Score on unsafe (malicious) responses"),
+    method: str = typer.Option("snip", help="snip or wanda"),
+    targets: str = typer.Option("mlp", help="mlp, attn, all, or comma-separated HF names"),
+    keep_fraction: float = typer.Option(1e-3),
+    fmt: str = typer.Option("chat", "--format", help="chat or plain"),
+    max_len: int = typer.Option(512),
+) -> None:
+    """Score every weight entry of the targeted matrices on one behaviour dataset."""
+    import spin_interp as si
+
+    m = si.load_model(model)
+    examples = si.data.load_behaviour(
+        behaviour, source=source, split=split, n=n, seed=seed, safe=not unsafe
+    )
+    s = si.score_weights(
+        m,
+        examples,
+        method=method,
+        targets=_targets(targets),
+        keep_fraction=keep_fraction,
+        format=fmt,
+        max_len=max_len,
+        progress=_progress(),
+    )
+    s.save(out)
+    typer.echo(f"{s!r} -> {out}")
+
+
+@app.command()
+def select(
+    a: Path = typer.Argument(..., help="Scores of behaviour a (privacy, for mode=reference)"),
+    b: Path = typer.Argument(..., help="Scores of behaviour b (fairness)"),
+    general: Path = typer.Argument(..., help="Scores on general data"),
+    out: Path = typer.Option(..., "--out", "-o"),
+    p: float = typer.Option(1e-4),
+    q: float = typer.Option(1e-4),
+    mode: str = typer.Option("paper", help="paper, reference or single"),
+) -> None:
+    """Form the coupled set (top_q(a) & top_q(b)) - top_p(general) and save it."""
+    from spin_interp.attribution import WeightScores
+    from spin_interp.select import select_coupled
+
+    sel = select_coupled(
+        WeightScores.load(a), WeightScores.load(b), WeightScores.load(general), p=p, q=q, mode=mode
+    )
+    sel.save(out)
+    typer.echo(f"{sel!r} -> {out}")
+    typer.echo(json.dumps({str(k): v for k, v in sel.counts_by_layer().items()}))
+
+
+@app.command()
+def ablate(
+    selection: Path = typer.Argument(..., help="A saved selection"),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the edited HF model"),
+    model: str = typer.Option("smollm2-135m-instruct"),
+    neurons: bool = typer.Option(False, help="The selection holds units, not weight entries"),
+    overwrite: bool = typer.Option(False),
+) -> None:
+    """Zero a saved selection in the model and export the edited model (verified)."""
+    import spin_interp as si
+    from spin_interp.select import Selection
+
+    m = si.load_model(model)
+    sel = Selection.load(selection)
+    edit = si.ablate.zero_neurons(m, sel) if neurons else si.ablate.zero_weights(m, sel)
+    edit.apply()
+    path = si.export_hf(m, out, overwrite=overwrite)
+    typer.echo(f"{edit!r} -> {path}")
+
+
+@app.command()
+def export(
+    out: Path = typer.Option(..., "--out", "-o"),
+    model: str = typer.Option("smollm2-135m-instruct"),
+    overwrite: bool = typer.Option(False),
+) -> None:
+    """Export a model (e.g. an alias) as a verified Hugging Face folder."""
+    import spin_interp as si
+
+    path = si.export_hf(si.load_model(model), out, overwrite=overwrite)
+    typer.echo(f"exported -> {path}")
+
+
+@app.command()
+def run(config: Path = typer.Argument(..., help="A TOML run configuration")) -> None:
+    """Run SPIN end to end from a TOML config (see README)."""
+    from spin_interp.pipeline import SpinConfig, run_spin
+
+    cfg = SpinConfig.from_toml(config)
+    result = run_spin(cfg, progress=_progress())
+    typer.echo(result.to_markdown())
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), "--out", "-o"),
+    n: int = typer.Option(32, help="Scoring examples per behaviour"),
+    q: float = typer.Option(1e-4, help="Top fraction per behaviour (p = q)"),
+) -> None:
+    """The main job on the embedded default: real SmolLM2 and real offline benchmark data."""
+    from spin_interp.pipeline import DatasetSpec, SpinConfig, run_spin
+
+    cfg = SpinConfig(
+        fairness=DatasetSpec(n=n),
+        privacy=DatasetSpec(n=n),
+        general=DatasetSpec(n=n),
+        p=q,
+        q=q,
+        out_dir=str(out),
+        overwrite=True,
+    )
+    typer.echo(
+        f"SPIN demo on {cfg.model}: {n} scoring examples per behaviour, p = q = {q}, "
+        f"mode={cfg.mode}, targets={cfg.targets}; writing {out}/"
+    )
+    result = run_spin(cfg, progress=_progress())
+    typer.echo(result.to_markdown())
+    typer.echo(f"\ntimings (s): {json.dumps({k: round(v, 1) for k, v in result.timings.items()})}")
+
+
+def main(argv: Optional[list[str]] = None) -> None:  # noqa: UP045
+    """Entry point: map exceptions to exit codes (2 usage/validation, 1 runtime)."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except SystemExit:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the CLI boundary
+        kinds = {c.__name__ for c in type(exc).__mro__}
+        if "Abort" in kinds:
+            sys.exit(1)
+        if "ClickException" in kinds:  # usage errors of typer's (vendored) click
+            exc.show()  # type: ignore[attr-defined]
+            sys.exit(2)
+        if _STATE["debug"]:
+            raise
+        code = 2 if isinstance(exc, _USAGE_ERRORS) else 1
+        typer.echo(f"error: {type(exc).__name__}: {exc}", err=True)
+        sys.exit(code)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,320 @@
+"""The end-to-end SPIN run from a config: data -> model -> scores -> selection -> edit -> export.
+
+Used by the CLI (``spin-interp run`` / ``spin-interp demo``), notebooks and ``paper_repro``. Every
+intermediate result is written to ``out_dir``: the three score files, the selection, the edit, the
+verified export and a ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+class ConfigError(ValueError):
+    """A run configuration is invalid (missing, unknown or mistyped keys, bad values)."""
+
+
+@dataclass
+class DatasetSpec:
+    """Which behaviour data to score on."""
+
+    source: str = "offline"
+    n: int = 32
+    split: str = "score"
+    safe: bool = True
+    seed: int = 0
+
+
+@dataclass
+class SpinConfig:
+    """Everything a SPIN run needs. ``fairness`` is ``b`` and ``privacy`` is ``a`` in
+    :func:`spin_interp.select.select_coupled` (so ``mode="reference"`` keeps privacy indices,
+    as the released code does)."""
+
+    model: str = "smollm2-135m-instruct"
+    fairness: DatasetSpec = field(default_factory=DatasetSpec)
+    privacy: DatasetSpec = field(default_factory=DatasetSpec)
+    general: DatasetSpec = field(default_factory=DatasetSpec)
+    method: str = "snip"
+    targets: str | list[str] = "mlp"
+    p: float = 1e-4
+    q: float = 1e-4
+    mode: str = "paper"
+    format: str = "chat"
+    max_len: int = 512
+    keep_fraction: float = 1e-3
+    out_dir: str = "runs/spin"
+    overwrite: bool = False
+    export: bool = True
+    eval_sentences: int = 40
+    dtype: str = "float32"
+
+    def validate(self) -> SpinConfig:
+        from spin_interp.attribution import METHODS
+        from spin_interp.models import FORMATS
+        from spin_interp.select import MODES
+
+        def need(cond: bool, msg: str) -> None:
+            if not cond:
+                raise ConfigError(msg)
+
+        need(isinstance(self.model, str) and bool(self.model), "model must be a non-empty string")
+        need(self.method in METHODS, f"method must be one of {METHODS}, got {self.method!r}")
+        need(self.mode in MODES, f"mode must be one of {MODES}, got {self.mode!r}")
+        need(self.format in FORMATS, f"format must be one of {FORMATS}, got {self.format!r}")
+        for name in ("p", "q", "keep_fraction"):
+            v = getattr(self, name)
+            need(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 1,
+                f"{name} must be a number in (0, 1], got {v!r}",
+            )
+        need(
+            self.keep_fraction >= max(self.p, self.q),
+            f"keep_fraction ({self.keep_fraction}) must be >= p and q so the sets can be formed",
+        )
+        need(isinstance(self.max_len, int) and self.max_len >= 2, "max_len must be an int >= 2")
+        need(
+            isinstance(self.eval_sentences, int) and self.eval_sentences >= 0,
+            "eval_sentences must be an int >= 0",
+        )
+        need(
+            self.dtype in ("float32", "bfloat16", "float16"),
+            "dtype must be float32/bfloat16/float16",
+        )
+        need(
+            isinstance(self.targets, str)
+            or (isinstance(self.targets, list) and all(isinstance(t, str) for t in self.targets)),
+            "targets must be a string or list of names",
+        )
+        for b in ("fairness", "privacy", "general"):
+            spec = getattr(self, b)
+            need(
+                isinstance(spec.n, int) and not isinstance(spec.n, bool) and spec.n > 0,
+                f"{b}.n must be a positive int",
+            )
+            need(isinstance(spec.source, str), f"{b}.source must be a string")
+            need(isinstance(spec.safe, bool), f"{b}.safe must be true or false")
+            need(isinstance(spec.seed, int), f"{b}.seed must be an int")
+            need(spec.split in ("score", "val", "eval"), f"{b}.split must be score, val or eval")
+        return self
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> SpinConfig:
+        if not isinstance(raw, dict):
+            raise ConfigError("a config must be a table of keys")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ConfigError(f"unknown config keys {unknown}; valid keys: {sorted(known)}")
+        kw: dict[str, Any] = {}
+        for k, v in raw.items():
+            if k in ("fairness", "privacy", "general"):
+                if not isinstance(v, dict):
+                    raise ConfigError(f"{k} must be a table (e.g. [{k}] n = 32)")
+                dk = {f.name for f in fields(DatasetSpec)}
+                bad = sorted(set(v) - dk)
+                if bad:
+                    raise ConfigError(f"unknown keys {bad} in [{k}]; valid: {sorted(dk)}")
+                kw[k] = DatasetSpec(**v)
+            else:
+                kw[k] = v
+        return cls(**kw).validate()
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> SpinConfig:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"no config file at {path}")
+        try:
+            raw = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+        return cls.from_dict(raw)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def perplexity(model: Any, texts: list[str], batch_size: int = 8) -> dict[str, float]:
+    """Token-weighted perplexity of ``texts`` (each with the tokenizer's BOS, no template)."""
+    from spin_interp.export import clean_hf_model
+    from spin_interp.models import get_tokenizer
+
+    if not texts:
+        raise ValueError("no texts to compute perplexity on")
+    tok = get_tokenizer(model)
+    hf = clean_hf_model(model)
+    device = next(hf.parameters()).device
+    total_nll, total_tokens = 0.0, 0
+    bos = [tok.bos_token_id] if tok.bos_token_id is not None else []
+    for i in range(0, len(texts), batch_size):
+        chunk = [
+            bos + tok(t, add_special_tokens=False)["input_ids"] for t in texts[i : i + batch_size]
+        ]
+        width = max(len(c) for c in chunk)
+        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for j, c in enumerate(chunk):
+            ids[j, : len(c)] = torch.tensor(c)
+            mask[j, : len(c)] = 1
+        with torch.no_grad():
+            logits = hf(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
+        labels = ids.clone()
+        labels[mask == 0] = -100
+        nll = torch.nn.functional.cross_entropy(
+            logits[:, :-1].reshape(-1, logits.shape[-1]),
+            labels[:, 1:].reshape(-1).to(device),
+            ignore_index=-100,
+            reduction="sum",
+        )
+        total_nll += float(nll)
+        total_tokens += int((labels[:, 1:] != -100).sum())
+    return {
+        "perplexity": math.exp(total_nll / total_tokens),
+        "tokens": total_tokens,
+        "texts": len(texts),
+    }
+
+
+@dataclass
+class SpinResult:
+    """What a run produced: paths, counts and the before/after numbers."""
+
+    out_dir: str
+    selection_count: int
+    counts_by_layer: dict[str, int]
+    counts_by_module: dict[str, int]
+    perplexity_before: dict[str, float] | None
+    perplexity_after: dict[str, float] | None
+    export_dir: str | None
+    timings: dict[str, float]
+    config: dict[str, Any]
+    model_fingerprint: str
+    paths: dict[str, str]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    def to_markdown(self) -> str:
+        lines = [
+            f"# SPIN run ({self.config['model']}, mode={self.config['mode']}, "
+            f"p={self.config['p']}, q={self.config['q']}, targets={self.config['targets']})",
+            "",
+            f"Coupled entries zeroed: **{self.selection_count}**",
+            "",
+            "| layer | entries |",
+            "|---|---|",
+        ]
+        lines += [f"| {k} | {v} |" for k, v in self.counts_by_layer.items() if v]
+        if self.perplexity_before and self.perplexity_after:
+            b, a = self.perplexity_before, self.perplexity_after
+            lines += [
+                "",
+                f"Held-out wiki perplexity ({b['texts']} sentences, {b['tokens']} tokens):"
+                f" {b['perplexity']:.3f} -> {a['perplexity']:.3f} "
+                f"({100 * (a['perplexity'] / b['perplexity'] - 1):+.2f}%)",
+            ]
+        lines += ["", "Files:"] + [f"- {k}: `{v}`" for k, v in self.paths.items()]
+        return "\n".join(lines)
+
+
+def run_spin(config: SpinConfig, progress: bool = True) -> SpinResult:
+    """Score fairness, privacy and general data; select the coupled set; zero it; export."""
+    from spin_interp import ablate, data
+    from spin_interp.attribution import score_weights
+    from spin_interp.export import export_hf
+    from spin_interp.models import load_model, model_fingerprint
+    from spin_interp.select import select_coupled
+
+    config.validate()
+    out = Path(config.out_dir)
+    if out.exists() and any(out.iterdir()) and not config.overwrite:
+        raise FileExistsError(f"{out} is not empty; set overwrite = true or choose another out_dir")
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    model = load_model(config.model, dtype=getattr(torch, config.dtype))
+    timings["load_model"] = time.perf_counter() - t0
+    paths: dict[str, str] = {}
+    scores = {}
+    for behaviour in ("fairness", "privacy", "general"):
+        spec: DatasetSpec = getattr(config, behaviour)
+        examples = data.load_behaviour(
+            behaviour,
+            source=spec.source,
+            split=spec.split,
+            n=spec.n,
+            seed=spec.seed,
+            safe=spec.safe,
+        )
+        t = time.perf_counter()
+        s = score_weights(
+            model,
+            examples,
+            method=config.method,
+            targets=config.targets,
+            keep_fraction=config.keep_fraction,
+            format=config.format,
+            max_len=config.max_len,
+            progress=progress,
+        )
+        timings[f"score_{behaviour}"] = time.perf_counter() - t
+        s.meta["dataset"] = {
+            "behaviour": behaviour,
+            **asdict(spec),
+            "fingerprint": data.dataset_fingerprint(examples),
+        }
+        paths[f"scores_{behaviour}"] = str(s.save(out / f"scores_{behaviour}.safetensors"))
+        scores[behaviour] = s
+    sel = select_coupled(
+        scores["privacy"],
+        scores["fairness"],
+        scores["general"],
+        p=config.p,
+        q=config.q,
+        mode=config.mode,
+    )
+    paths["selection"] = str(sel.save(out / "selection.safetensors"))
+    wiki = (
+        data.load_wiki_sentences("eval", n=config.eval_sentences) if config.eval_sentences else []
+    )
+    before = perplexity(model, wiki) if wiki else None
+    edit = ablate.zero_weights(model, sel)
+    paths["edit"] = str(edit.save(out / "edit.safetensors"))
+    edit.apply()
+    after = perplexity(model, wiki) if wiki else None
+    export_dir = None
+    if config.export:
+        t = time.perf_counter()
+        export_dir = str(export_hf(model, out / "model", overwrite=config.overwrite))
+        timings["export"] = time.perf_counter() - t
+        paths["model"] = export_dir
+    timings["total"] = time.perf_counter() - t0
+    result = SpinResult(
+        out_dir=str(out),
+        selection_count=sel.count(),
+        counts_by_layer={str(k): v for k, v in sel.counts_by_layer().items()},
+        counts_by_module=sel.counts_by_module(),
+        perplexity_before=before,
+        perplexity_after=after,
+        export_dir=export_dir,
+        timings=timings,
+        config=config.to_dict(),
+        model_fingerprint=model_fingerprint(model),
+        paths=paths,
+    )
+    (out / "summary.json").write_text(result.to_json())
+    (out / "summary.md").write_text(result.to_markdown() + "\n")
+    result.model = model  # type: ignore[attr-defined]  # the edited model, for callers
+    return result
