@@ -30,7 +30,14 @@ from spin_interp.select import Selection, random_like, select_coupled
 
 log = logging.getLogger(__name__)
 
-__all__ = ["WeightEdit", "base_fingerprint", "sweep", "zero_neurons", "zero_weights"]
+__all__ = [
+    "WeightEdit",
+    "base_fingerprint",
+    "project_out",
+    "sweep",
+    "zero_neurons",
+    "zero_weights",
+]
 
 
 def _stack(model: Any) -> list[WeightEdit]:
@@ -362,3 +369,183 @@ def sweep(
     except ImportError:
         return rows
     return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------------------------------
+# directional edits
+
+_WRITER_RES = {
+    "attn": re.compile(r"\.(self_attn|attn|attention)\.(o_proj|c_proj|out_proj|dense)\.weight$"),
+    "mlp": re.compile(r"\.mlp\.(down_proj|c_proj|fc2|fc_out|w2|dense_4h_to_h)\.weight$"),
+}
+# Norms applied to a block's output before it is added to the residual stream (Gemma 2/3, OLMo 2):
+# they rescale each coordinate, so a direction removed from o_proj/down_proj would come back.
+_POST_WRITER_NORM_RE = re.compile(r"\.(post_feedforward_layernorm|post_mlp_layernorm)\.")
+
+
+def _residual_writers(model: Any, layer: int | None = None, kinds: str = "all") -> list[str]:
+    """HF weight names of the matrices that write into the residual stream, layers <= ``layer``.
+
+    ``kinds``: ``"attn"`` (attention output projections), ``"mlp"`` (MLP down projections) or
+    ``"all"`` (both). Sorted by layer, attention before MLP.
+    """
+    if kinds not in ("all", "attn", "mlp"):
+        raise ValueError(f"writers must be 'all', 'attn', 'mlp' or a list of names, got {kinds!r}")
+    wanted = ("attn", "mlp") if kinds == "all" else (kinds,)
+    found: list[tuple[int, int, str]] = []
+    for name in hf_parameters(model):
+        lay = layer_of(name)
+        if lay is None or (layer is not None and lay > layer):
+            continue
+        for rank, kind in enumerate(wanted):
+            if _WRITER_RES[kind].search(name):
+                found.append((lay, rank, name))
+                break
+    if not found:
+        raise ValueError(
+            f"no residual-stream writers ({kinds}) found in layers <= {layer}; pass writers= as a "
+            "list of HF weight names (attention output / MLP down projections)"
+        )
+    return [n for _, _, n in sorted(found)]
+
+
+def _orthonormal_basis(directions: torch.Tensor, d_model: int) -> torch.Tensor:
+    """Orthonormal basis ``Q`` [d_model, r] (float64) of the span of the rows of ``directions``."""
+    dirs = torch.as_tensor(directions).detach()
+    if dirs.ndim == 1:
+        dirs = dirs[None]
+    if dirs.ndim != 2 or dirs.shape[0] == 0:
+        raise ValueError(f"directions must be a [n, d_model] tensor, got shape {tuple(dirs.shape)}")
+    if dirs.shape[1] != d_model:
+        raise ValueError(
+            f"directions have width {dirs.shape[1]} but the residual stream has d_model={d_model}"
+        )
+    dirs = dirs.to(device="cpu", dtype=torch.float64)
+    if not torch.isfinite(dirs).all():
+        raise ValueError("directions contain NaN or inf")
+    if bool((dirs.norm(dim=1) == 0).any()):
+        raise ValueError("a direction is the zero vector; drop it before projecting out")
+    q, r = torch.linalg.qr(dirs.T, mode="reduced")
+    diag = r.diagonal().abs()
+    if bool((diag <= 1e-10 * diag.max()).any()):
+        # linearly dependent directions: QR's extra columns would point outside their span
+        u, s, _ = torch.linalg.svd(dirs.T, full_matrices=False)
+        keep = s > 1e-10 * s[0]
+        log.warning(
+            "the %d directions span only %d dimensions; projecting out that span",
+            dirs.shape[0],
+            int(keep.sum()),
+        )
+        q = u[:, keep]
+    if q.shape[1] >= d_model:
+        raise ValueError(
+            f"the directions span all {d_model} residual dimensions: projecting them out would "
+            "zero every writer"
+        )
+    return q
+
+
+def project_out(
+    model: Any,
+    directions: torch.Tensor,
+    layer: int | None = None,
+    writers: str | Sequence[str] = "all",
+    include_bias: bool = True,
+) -> WeightEdit:
+    """An edit that removes residual-stream directions from the weights that write into it.
+
+    The rows of ``directions`` ([n, d_model], e.g. SAE decoder directions) are orthonormalised
+    (QR, in float64) into ``Q`` and every writer is replaced by its projection onto the orthogonal
+    complement: ``W <- (I - Q Q^T) W`` for an nn.Linear weight ([d_model, in]),
+    ``W <- W (I - Q Q^T)`` for a GPT-2 Conv1D weight ([in, d_model]) and ``b <- (I - Q Q^T) b`` for
+    the writer's bias when it has one (``include_bias``). After the edit the writers' outputs have
+    no component along the directions (up to rounding), whatever their input.
+
+    Args:
+        model: a bridge from :func:`spin_interp.load_model` (or a plain HF causal LM).
+        directions: [n, d_model] or [d_model]; need not be normalised or orthogonal.
+        layer: edit writers of decoder layers ``<= layer`` (``None``: every layer). For an SAE at
+            ``blocks.L.hook_resid_post`` that is ``L``.
+        writers: ``"all"`` (attention output and MLP down projections), ``"attn"``, ``"mlp"``, or a
+            list of HF weight names (``model.layers.3.mlp.down_proj.weight``); ``layer`` filters
+            the list too.
+        include_bias: also project the writers' biases.
+
+    The token embedding also writes into the residual stream and is left alone, so the residual
+    stream at the hook keeps whatever component along the directions the embeddings put there.
+    The edit stores every entry of each touched matrix (indices and new values), so it reverts
+    bit-for-bit and exports like any other :class:`WeightEdit`; it is as large as the matrices
+    it touches.
+    """
+    params = hf_parameters(model)
+    post_norms = sorted({m.group(1) for n in params if (m := _POST_WRITER_NORM_RE.search(n))})
+    if post_norms:
+        raise ValueError(
+            f"this architecture normalises block outputs after their projections ({post_norms[0]}),"
+            " so editing o_proj/down_proj cannot remove a residual direction; project_out does "
+            "not support it"
+        )
+    if isinstance(writers, str):
+        names = _residual_writers(model, layer, writers)
+    else:
+        names = list(dict.fromkeys(writers))
+        unknown = [n for n in names if n not in params]
+        if unknown:
+            raise ValueError(
+                f"these writers are not weights of the model: {unknown[:5]}; names look like "
+                f"{_residual_writers(model, None, 'all')[:2]}"
+            )
+        bad = [n for n in names if params[n].ndim != 2 or not n.endswith(".weight")]
+        if bad:
+            raise ValueError(f"writers must be 2-D '.weight' matrices, got {bad[:5]}")
+        if layer is not None:
+            names = [n for n in names if (lay := layer_of(n)) is None or lay <= layer]
+        if not names:
+            raise ValueError(f"no writer left in layers <= {layer}")
+    cfg = getattr(getattr(model, "original_model", model), "config", None)
+    d_model = getattr(cfg, "hidden_size", None) or getattr(cfg, "n_embd", None)
+    if d_model is None:
+        first = params[names[0]]
+        d_model = first.shape[0 if weight_layout(model, names[0]) == "out_in" else 1]
+    n_directions = 1 if torch.as_tensor(directions).ndim == 1 else len(directions)
+    q = _orthonormal_basis(directions, int(d_model))
+    stack = _stack(model)
+    if stack:
+        log.warning(
+            "project_out is computed on a model with %d edit(s) applied: its new values include "
+            "those edits",
+            len(stack),
+        )
+    base = base_fingerprint(model)
+    changes: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    with torch.no_grad():
+        for name in names:
+            w = params[name].detach()
+            layout = weight_layout(model, name)
+            axis = 0 if layout == "out_in" else 1
+            if w.shape[axis] != q.shape[0]:
+                raise ValueError(
+                    f"{name} ({layout} layout, shape {tuple(w.shape)}) does not write a "
+                    f"{q.shape[0]}-dimensional residual stream"
+                )
+            qd = q.to(w.device)
+            w64 = w.double()
+            new = w64 - qd @ (qd.T @ w64) if axis == 0 else w64 - (w64 @ qd) @ qd.T
+            changes[name] = (torch.arange(w.numel()), new.to(w.dtype).reshape(-1).cpu())
+            bias = name[: -len("weight")] + "bias"
+            if include_bias and bias in params:
+                b = params[bias].detach()
+                b64 = b.double()
+                new_b = b64 - qd @ (qd.T @ b64)
+                changes[bias] = (torch.arange(b.numel()), new_b.to(b.dtype).cpu())
+    meta = {
+        "kind": "project_out",
+        "model_fingerprint": base,
+        "layer": layer,
+        "writers": names,
+        "n_directions": n_directions,
+        "rank": int(q.shape[1]),
+        "include_bias": include_bias,
+        "edits_below": len(stack),
+    }
+    return WeightEdit(model, changes, meta)
