@@ -12,7 +12,7 @@ import contextlib
 import logging
 import re
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "WeightEdit",
     "base_fingerprint",
+    "edit_for",
     "project_out",
     "sweep",
     "zero_neurons",
@@ -323,47 +324,74 @@ def zero_neurons(model: Any, neuron_selection: Selection) -> WeightEdit:
 # sweeps
 
 
+def _is_neuron_selection(model: Any, selection: Selection) -> bool:
+    params = hf_parameters(model)
+    return bool(selection.names()) and all(n not in params for n in selection.names())
+
+
+def edit_for(model: Any, selection: Selection) -> WeightEdit:
+    """``zero_neurons`` for a neuron selection (keys are modules), else ``zero_weights``."""
+    if _is_neuron_selection(model, selection):
+        return zero_neurons(model, selection)
+    return zero_weights(model, selection)
+
+
 def sweep(
     model: Any,
-    a: WeightScores,
-    b: WeightScores | None,
-    general: WeightScores,
-    fractions: Sequence[float],
-    evaluate: Callable[[Any], dict[str, Any]],
+    a: WeightScores | None = None,
+    b: WeightScores | None = None,
+    general: WeightScores | None = None,
+    fractions: Sequence[float] = (),
+    evaluate: Callable[[Any], dict[str, Any]] | None = None,
     modes: Sequence[str] = ("paper",),
     p: float | None = None,
     random_control: bool = True,
     seed: int = 0,
+    selections: Mapping[str, Selection] | None = None,
 ) -> Any:
-    """Ablation study: for each mode and fraction q, select, apply, evaluate, revert.
+    """Ablation study: for each setting, apply the edit, evaluate, revert.
 
-    ``p`` defaults to ``q`` (the paper uses p = q). ``evaluate(model)`` returns a dict of numbers.
-    With ``random_control`` each setting is followed by a same-count random selection. Returns a
-    pandas DataFrame when pandas is installed, else a list of dicts; the first row is the
-    unedited model.
+    Settings are every (mode, fraction q) of :func:`select_coupled` on the scores ``a``, ``b``,
+    ``general`` (``p`` defaults to ``q``, as in the paper), plus every prebuilt selection in
+    ``selections`` (label -> weight or neuron Selection, e.g. from ``spin_interp.graph`` or MI
+    ranking; neuron selections are applied with :func:`zero_neurons`). ``evaluate(model)`` returns
+    a dict of numbers. With ``random_control`` each setting is followed by a same-count random
+    selection. Returns a pandas DataFrame when pandas is installed, else a list of dicts; the
+    first row is the unedited model.
     """
-    if not fractions:
-        raise ValueError("fractions is empty")
-    rows: list[dict[str, Any]] = [
-        {"mode": "original", "q": 0.0, "p": 0.0, "entries": 0, **evaluate(model)}
-    ]
-    for mode in modes:
+    if evaluate is None:
+        raise ValueError("sweep needs an evaluate(model) -> dict callable")
+    if not fractions and not selections:
+        raise ValueError("nothing to sweep: give fractions (with scores) or selections")
+    if fractions and (a is None or general is None):
+        raise ValueError("fractions need the scores a and general (and b for mode='paper')")
+    settings: list[tuple[str, float | None, float | None, Selection]] = []
+    for mode in modes if fractions else ():
         for q in fractions:
-            sel = select_coupled(a, b, general, p=q if p is None else p, q=q, mode=mode)
-            todo = [(mode, sel)]
-            if random_control:
-                todo.append((f"random({mode})", random_like(sel, seed=seed)))
-            for label, s in todo:
-                with zero_weights(model, s).applied():
-                    row = {
-                        "mode": label,
-                        "q": q,
-                        "p": q if p is None else p,
-                        "entries": s.count(),
-                        **evaluate(model),
-                    }
-                rows.append(row)
-                log.info("sweep %s", row)
+            pp = q if p is None else p
+            settings.append((mode, q, pp, select_coupled(a, b, general, p=pp, q=q, mode=mode)))
+    for label, sel in (selections or {}).items():
+        settings.append((label, sel.meta.get("q"), sel.meta.get("p"), sel))
+    rows: list[dict[str, Any]] = [
+        {"mode": "original", "q": 0.0, "p": 0.0, "entries": 0, "units": 0, **evaluate(model)}
+    ]
+    for label, q, pp, sel in settings:
+        todo = [(label, sel)]
+        if random_control:
+            todo.append((f"random({label})", random_like(sel, seed=seed)))
+        for name, s in todo:
+            edit = edit_for(model, s)
+            with edit.applied():
+                row = {
+                    "mode": name,
+                    "q": q,
+                    "p": pp,
+                    "entries": edit.n_entries(),
+                    "units": s.count() if _is_neuron_selection(model, s) else 0,
+                    **evaluate(model),
+                }
+            rows.append(row)
+            log.info("sweep %s", row)
     try:
         import pandas as pd
     except ImportError:

@@ -152,3 +152,32 @@ def test_sweep_rows_and_model_restored(llama):
     assert all(r["entries"] == rr["entries"] for r, rr in zip(rows[1::2], rows[2::2], strict=True))
     assert _same(llama, snap)
     assert random_like  # imported API
+
+
+def test_sweep_prebuilt_neuron_and_weight_selections(llama):
+    snap = _snapshot(llama)
+    module = "model.layers.0.mlp"
+    neurons = Selection({module: (64,)}, {module: torch.tensor([1, 2, 3])}, {"mode": "graph-hubs"})
+    weights = _coupled(llama)
+    ids = torch.tensor([[5, 6, 7, 8]])
+
+    def evaluate(model):
+        with torch.no_grad():
+            return {"logit_sum": float(model(ids).sum())}
+
+    rows = ablate.sweep(llama, selections={"hubs": neurons, "paper": weights}, evaluate=evaluate)
+    rows = rows.to_dict("records") if hasattr(rows, "to_dict") else rows
+    assert [r["mode"] for r in rows] == [
+        "original",
+        "hubs",
+        "random(hubs)",
+        "paper",
+        "random(paper)",
+    ]
+    assert rows[1]["units"] == rows[2]["units"] == 3
+    assert rows[1]["entries"] == 3 * 3 * 32
+    assert rows[3]["entries"] == rows[4]["entries"] == weights.count()
+    assert rows[1]["logit_sum"] != rows[0]["logit_sum"]
+    assert _same(llama, snap)
+    with pytest.raises(ValueError, match="nothing to sweep"):
+        ablate.sweep(llama, evaluate=evaluate)
