@@ -156,11 +156,47 @@ def run(config: Path = typer.Argument(..., help="A TOML run configuration")) -> 
     typer.echo(result.to_markdown())
 
 
+@app.command("eval")
+def eval_(
+    model: str = typer.Option("smollm2-135m-instruct", help="Alias, hub id, folder or .gguf"),
+    suite: str = typer.Option("quick", help="quick or full"),
+    seed: int = typer.Option(0),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the report (JSON)"),  # noqa: UP045
+    selection: Optional[Path] = typer.Option(  # noqa: UP045
+        None, help="Evaluate with this saved selection zeroed"
+    ),
+) -> None:
+    """Evaluate fairness, privacy and general capability (every rate with n and a 95% CI)."""
+    import spin_interp as si
+    from spin_interp.evaluate import evaluate
+    from spin_interp.select import Selection
+
+    m = si.load_model(model)
+    if selection is not None:
+        si.ablate.edit_for(m, Selection.load(selection)).apply()
+    report = evaluate(m, suite=suite, seed=seed, progress=_progress())
+    if out is not None:
+        report.save(out)
+    typer.echo(report.to_markdown())
+
+
+@app.command()
+def compare(
+    before: Path = typer.Argument(..., help="EvalReport JSON of the original model"),
+    after: Path = typer.Argument(..., help="EvalReport JSON of the edited model"),
+) -> None:
+    """Paired before/after table of two saved evaluation reports."""
+    from spin_interp.evaluate import EvalReport
+
+    typer.echo(EvalReport.load(before).compare(EvalReport.load(after)).to_markdown())
+
+
 @app.command()
 def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", "-o"),
     n: int = typer.Option(32, help="Scoring examples per behaviour"),
     q: float = typer.Option(1e-4, help="Top fraction per behaviour (p = q)"),
+    suite: str = typer.Option("quick", help="Evaluation before/after: none, quick or full"),
 ) -> None:
     """The main job on the embedded default: real SmolLM2 and real offline benchmark data."""
     from spin_interp.pipeline import DatasetSpec, SpinConfig, run_spin
@@ -173,6 +209,7 @@ def demo(
         q=q,
         out_dir=str(out),
         overwrite=True,
+        evaluate=suite,
     )
     typer.echo(
         f"SPIN demo on {cfg.model}: {n} scoring examples per behaviour, p = q = {q}, "

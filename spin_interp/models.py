@@ -367,6 +367,21 @@ class Encoded:
 FORMATS = ("chat", "plain")
 
 
+def document_start_id(tokenizer: Any) -> int:
+    """The token that starts a plain (untemplated) text.
+
+    ``<|endoftext|>`` when the vocabulary has it (the document separator of GPT-2-style corpora,
+    also SmolLM2's, whose BOS is the chat token ``<|im_start|>``), else BOS, else EOS.
+    """
+    vocab = tokenizer.get_vocab()
+    if "<|endoftext|>" in vocab:
+        return int(vocab["<|endoftext|>"])
+    for tid in (tokenizer.bos_token_id, tokenizer.eos_token_id):
+        if tid is not None:
+            return int(tid)
+    raise ValueError("the tokenizer has no <|endoftext|>, BOS or EOS token to start a text")
+
+
 def _chat_ids(tok: Any, messages: list[dict], add_generation_prompt: bool) -> list[int]:
     out = tok.apply_chat_template(
         messages, tokenize=True, add_generation_prompt=add_generation_prompt
@@ -383,9 +398,10 @@ def encode_example(
 
     ``chat``: the tokenizer's chat template with a user turn (prompt) and an assistant turn
     (response); the response tokens are everything after the generation prompt (they include the
-    template's end-of-turn tokens). ``plain``: ``[bos] + prompt tokens + response tokens`` where
-    ``bos`` is the tokenizer's BOS token when it has one; prompt and response are tokenised
-    separately with no special tokens and no separator added.
+    template's end-of-turn tokens). ``plain``: ``[start] + prompt tokens + response tokens`` where
+    ``start`` is :func:`document_start_id` (``<|endoftext|>`` where the vocabulary has it, else
+    BOS, else EOS); prompt and response are tokenised separately with no special tokens and no
+    separator added.
 
     ``max_len`` truncation drops prompt tokens from the left first, then response tokens from the
     right. Returns ``None`` when no response token is left to predict.
@@ -409,8 +425,9 @@ def encode_example(
             )
         r_ids = full[len(p_ids) :]
     else:
-        bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
-        p_ids = bos + tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        p_ids = [document_start_id(tokenizer)] + tokenizer(prompt, add_special_tokens=False)[
+            "input_ids"
+        ]
         r_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
     if max_len is not None:
         if max_len < 2:

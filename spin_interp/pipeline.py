@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
@@ -17,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from spin_interp._io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,8 @@ class SpinConfig:
     overwrite: bool = False
     export: bool = True
     eval_sentences: int = 40
+    evaluate: str = "none"
+    eval_seed: int = 0
     dtype: str = "float32"
 
     def validate(self) -> SpinConfig:
@@ -146,46 +149,14 @@ class SpinConfig:
         return asdict(self)
 
 
-def perplexity(model: Any, texts: list[str], batch_size: int = 8) -> dict[str, float]:
-    """Token-weighted perplexity of ``texts`` (each with the tokenizer's BOS, no template)."""
-    from spin_interp.export import clean_hf_model
-    from spin_interp.models import get_tokenizer
+def wiki_perplexity(model: Any, n: int) -> dict[str, float]:
+    """Token-weighted perplexity on ``n`` held-out (eval split) wiki sentences."""
+    from spin_interp import data
+    from spin_interp.evaluate import Runner, perplexity
 
-    if not texts:
-        raise ValueError("no texts to compute perplexity on")
-    tok = get_tokenizer(model)
-    hf = clean_hf_model(model)
-    device = next(hf.parameters()).device
-    total_nll, total_tokens = 0.0, 0
-    bos = [tok.bos_token_id] if tok.bos_token_id is not None else []
-    for i in range(0, len(texts), batch_size):
-        chunk = [
-            bos + tok(t, add_special_tokens=False)["input_ids"] for t in texts[i : i + batch_size]
-        ]
-        width = max(len(c) for c in chunk)
-        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for j, c in enumerate(chunk):
-            ids[j, : len(c)] = torch.tensor(c)
-            mask[j, : len(c)] = 1
-        with torch.no_grad():
-            logits = hf(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
-        labels = ids.clone()
-        labels[mask == 0] = -100
-        nll = torch.nn.functional.cross_entropy(
-            logits[:, :-1].reshape(-1, logits.shape[-1]),
-            labels[:, 1:].reshape(-1).to(device),
-            ignore_index=-100,
-            reduction="sum",
-        )
-        total_nll += float(nll)
-        total_tokens += int((labels[:, 1:] != -100).sum())
-    return {
-        "perplexity": math.exp(total_nll / total_tokens),
-        "tokens": total_tokens,
-        "texts": len(texts),
-    }
+    texts = data.load_wiki_sentences("eval", n=n)
+    m = perplexity(Runner(model), texts)
+    return {"perplexity": m.value, "tokens": int(sum(m.weights)), "texts": m.n}
 
 
 @dataclass
@@ -203,6 +174,7 @@ class SpinResult:
     config: dict[str, Any]
     model_fingerprint: str
     paths: dict[str, str]
+    comparison_markdown: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -225,6 +197,13 @@ class SpinResult:
                 f"Held-out wiki perplexity ({b['texts']} sentences, {b['tokens']} tokens):"
                 f" {b['perplexity']:.3f} -> {a['perplexity']:.3f} "
                 f"({100 * (a['perplexity'] / b['perplexity'] - 1):+.2f}%)",
+            ]
+        if self.comparison_markdown:
+            lines += [
+                "",
+                "## Evaluation: original vs SPIN-edited (paired, same items)",
+                "",
+                self.comparison_markdown,
             ]
         lines += ["", "Files:"] + [f"- {k}: `{v}`" for k, v in self.paths.items()]
         return "\n".join(lines)
@@ -286,14 +265,21 @@ def run_spin(config: SpinConfig, progress: bool = True) -> SpinResult:
         mode=config.mode,
     )
     paths["selection"] = str(sel.save(out / "selection.safetensors"))
-    wiki = (
-        data.load_wiki_sentences("eval", n=config.eval_sentences) if config.eval_sentences else []
-    )
-    before = perplexity(model, wiki) if wiki else None
+    t_eval = time.perf_counter()
+    before = wiki_perplexity(model, config.eval_sentences) if config.eval_sentences else None
+    report_before = _evaluate(model, config, progress)
     edit = ablate.zero_weights(model, sel)
     paths["edit"] = str(edit.save(out / "edit.safetensors"))
     edit.apply()
-    after = perplexity(model, wiki) if wiki else None
+    after = wiki_perplexity(model, config.eval_sentences) if config.eval_sentences else None
+    comparison = None
+    if report_before is not None:
+        report_after = _evaluate(model, config, progress)
+        paths["eval_before"] = str(report_before.save(out / "eval_before.json"))
+        paths["eval_after"] = str(report_after.save(out / "eval_after.json"))
+        comparison = report_before.compare(report_after)
+        paths["eval_comparison"] = str(comparison.save(out / "eval_comparison.json"))
+    timings["evaluate"] = time.perf_counter() - t_eval
     export_dir = None
     if config.export:
         t = time.perf_counter()
@@ -314,7 +300,17 @@ def run_spin(config: SpinConfig, progress: bool = True) -> SpinResult:
         model_fingerprint=model_fingerprint(model),
         paths=paths,
     )
-    (out / "summary.json").write_text(result.to_json())
-    (out / "summary.md").write_text(result.to_markdown() + "\n")
+    result.comparison_markdown = comparison.to_markdown() if comparison is not None else None
+    atomic_write(out / "summary.json", lambda p: p.write_text(result.to_json()))
+    atomic_write(out / "summary.md", lambda p: p.write_text(result.to_markdown() + "\n"))
     result.model = model  # type: ignore[attr-defined]  # the edited model, for callers
+    result.edit = edit  # type: ignore[attr-defined]
     return result
+
+
+def _evaluate(model: Any, config: SpinConfig, progress: bool) -> Any:
+    if config.evaluate == "none":
+        return None
+    from spin_interp.evaluate import evaluate
+
+    return evaluate(model, suite=config.evaluate, seed=config.eval_seed, progress=progress)

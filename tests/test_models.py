@@ -29,7 +29,7 @@ def test_chat_labels_mask_the_prompt(tok):
 
 def test_plain_format_and_truncation(tok):
     e = encode_example(tok, "Where is Paris?", " In France.", "plain")
-    assert e.input_ids[0] == tok.bos_token_id
+    assert e.input_ids[0] == tok.convert_tokens_to_ids("<|endoftext|>")
     r = tok(" In France.", add_special_tokens=False)["input_ids"]
     assert e.input_ids[-len(r) :].tolist() == r and e.labels[-len(r) :].tolist() == r
     full = len(e.input_ids)

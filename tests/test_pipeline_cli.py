@@ -185,3 +185,17 @@ def test_cli_select_roundtrip(tiny_folder, tmp_path, capsys):
             ]
         )
     assert e.value.code == 0 and (tmp_path / "edited" / "model.safetensors").exists()
+
+
+def test_run_spin_with_paired_evaluation(tiny_folder, tmp_path, monkeypatch):
+    """evaluate='quick' writes before/after reports and a paired comparison (tiny sizes)."""
+    import spin_interp.evaluate.suite as suite
+
+    small = {k: (2 if isinstance(v, int) and v else v) for k, v in suite.SUITES["quick"].items()}
+    monkeypatch.setitem(suite.SUITES, "quick", small)
+    res = run_spin(
+        _cfg(tiny_folder, tmp_path / "ev", evaluate="quick", export=False), progress=False
+    )
+    for f in ("eval_before.json", "eval_after.json", "eval_comparison.json"):
+        assert (tmp_path / "ev" / f).exists()
+    assert res.comparison_markdown and "paired" in (tmp_path / "ev" / "summary.md").read_text()

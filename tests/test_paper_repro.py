@@ -1,0 +1,51 @@
+"""The paper's 7B setting validates offline (configs, data schemas, judge parsing)."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location(
+        "paper7b_run", ROOT / "paper_repro/paper7b/run.py"
+    )
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["paper7b_run"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_dry_run_all_configs(capsys):
+    mod = _module()
+    configs = sorted((ROOT / "paper_repro/paper7b/configs").glob("*.toml"))
+    assert len(configs) == 4
+    assert mod.main([str(c) for c in configs] + ["--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "dry run ok: 4 configs" in out and "Qwen/Qwen2-7B-Instruct" in out
+
+
+def test_dry_run_rejects_bad_config(tmp_path):
+    from spin_interp.pipeline import ConfigError
+
+    mod = _module()
+    bad = tmp_path / "bad.toml"
+    bad.write_text('label = "qwen2-7b-instruct"\n[spin]\nq = 2.0\n[eval]\n')
+    with pytest.raises(ConfigError):
+        mod.main([str(bad), "--dry-run"])
+
+
+def test_table_layout():
+    mod = _module()
+    m = {"fairness": {"awareness": 0.5}, "privacy": {"awareness": 0.25}}
+    row = {
+        "config": "llama-2-7b-chat",
+        "original": m,
+        "SPIN (paper)": {**m, "entries": 7},
+        "SPIN (reference)": {**m, "entries": 9},
+    }
+    text = mod.table([row])
+    assert "| llama-2-7b-chat | SPIN (paper) | 0.5000 | 0.2500 | 0.7746 | 0.8432 | 7 |" in text
