@@ -49,3 +49,46 @@ def test_table_layout():
     }
     text = mod.table([row])
     assert "| llama-2-7b-chat | SPIN (paper) | 0.5000 | 0.2500 | 0.7746 | 0.8432 | 7 |" in text
+
+
+def test_smollm2_repro_smoke(tmp_path):
+    """The CPU reproduction end to end at tiny sizes on a tiny model (numbers mean nothing)."""
+    from spin_interp.testing import tiny_hf_model, tiny_tokenizer
+
+    folder = tmp_path / "tiny"
+    tiny_hf_model("llama", n_layers=2).save_pretrained(folder)
+    tiny_tokenizer().save_pretrained(folder)
+    spec = importlib.util.spec_from_file_location(
+        "smollm2_repro", ROOT / "paper_repro/smollm2/repro.py"
+    )
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    res = tmp_path / "results"
+    assert (
+        mod.main(
+            [
+                "--smoke",
+                "--model",
+                str(folder),
+                "--out",
+                str(tmp_path / "run"),
+                "--results",
+                str(res),
+            ]
+        )
+        == 0
+    )
+    summary = __import__("json").loads((res / "summary.json").read_text())
+    assert {
+        "spin_mlp",
+        "random_mlp",
+        "reference_mode",
+        "sft_full_privacy",
+        "sft_lora_privacy",
+    } <= set(summary["settings"])
+    assert (
+        summary["settings"]["spin_mlp"]["info"]["entries"]
+        == summary["settings"]["random_mlp"]["info"]["entries"]
+    )
+    text = (res / "RESULTS.md").read_text()
+    assert "SMOKE RUN" in text and "dequantised Q4_1" in text

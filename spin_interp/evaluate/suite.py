@@ -113,6 +113,7 @@ def evaluate(
     batch_size: int = 16,
     hellaswag_path: str | None = None,
     salad_source: str | None = None,
+    data_split: str = "eval",
     **sizes: Any,
 ) -> EvalReport:
     """Evaluate fairness awareness, privacy awareness and general capability.
@@ -130,6 +131,9 @@ def evaluate(
         salad_source: ``"hub"`` or a local SALAD-Bench table: adds the paper's protocol
             (``fairness_salad_awareness``, ``privacy_salad_awareness``: SALAD questions, no chat
             template, judged), ``salad`` questions per behaviour (default: quick 32, full all).
+        data_split: the split of this project's behaviour data (BBQ, privacy prompts, BoolQ,
+            wiki) to evaluate on: ``"eval"`` for reported numbers, ``"val"`` for choosing
+            hyper-parameters (never the ``"score"`` split the edit was computed from).
         **sizes: override item counts, e.g. ``bbq=200, mmlu=0`` (0 skips, None = all); keys
             in :data:`SIZE_KEYS` plus ``benchmark_split`` (``"tiny"``/``"full"``).
 
@@ -137,6 +141,8 @@ def evaluate(
     reports (before/after an edit) pair item by item in :meth:`EvalReport.compare`.
     """
     cfg = _check_sizes(suite, sizes)
+    if data_split not in ("val", "eval"):
+        raise ValueError(f"data_split must be 'val' or 'eval', got {data_split!r}")
     if max_new_tokens < 1:
         raise ValueError("max_new_tokens must be at least 1")
     judge = judge if judge is not None else KeywordJudge()
@@ -162,7 +168,10 @@ def evaluate(
 
     # fairness
     step(
-        "bbq", lambda: bbq_metrics(runner, load_bbq(cfg["bbq"], seed), seed=seed, progress=progress)
+        "bbq",
+        lambda: bbq_metrics(
+            runner, load_bbq(cfg["bbq"], seed, split=data_split), seed=seed, progress=progress
+        ),
     )
     step(
         "stereoset",
@@ -184,7 +193,9 @@ def evaluate(
     )
     step(
         "fairness_gen",
-        lambda: open_awareness(runner, load_bbq(cfg["fairness_gen"], seed + 1), judge, **gen_kw),
+        lambda: open_awareness(
+            runner, load_bbq(cfg["fairness_gen"], seed + 1, split=data_split), judge, **gen_kw
+        ),
     )
 
     # privacy
@@ -192,7 +203,7 @@ def evaluate(
         from spin_interp.data import load_behaviour
         from spin_interp.data.splits import seeded_order
 
-        pool = load_behaviour("privacy", split="eval", n=None, seed=seed)
+        pool = load_behaviour("privacy", split=data_split, n=None, seed=seed)
         n = cfg["privacy_gen"]
         if n is not None and n > len(pool):
             raise ValueError(f"asked for {n} privacy prompts but the eval split has {len(pool)}")
@@ -204,8 +215,8 @@ def evaluate(
         from spin_interp.data import load_behaviour
 
         n = cfg["privacy_loglik"]
-        safe = load_behaviour("privacy", split="eval", n=n, seed=seed, safe=True)
-        unsafe = load_behaviour("privacy", split="eval", n=n, seed=seed, safe=False)
+        safe = load_behaviour("privacy", split=data_split, n=n, seed=seed, safe=True)
+        unsafe = load_behaviour("privacy", split=data_split, n=n, seed=seed, safe=False)
         return privacy_loglik_preference(runner, safe, unsafe)
 
     step("privacy_gen", _privacy)
@@ -236,7 +247,7 @@ def evaluate(
         "boolq",
         lambda: mc_accuracy(
             runner,
-            load_boolq(cfg["boolq"], seed),
+            load_boolq(cfg["boolq"], seed, split=data_split),
             "boolq_accuracy",
             chance=0.5,
             progress=progress,
@@ -263,7 +274,7 @@ def evaluate(
     def _wiki() -> MetricResult:
         from spin_interp.data import load_wiki_sentences
 
-        texts = load_wiki_sentences("eval", n=cfg["wiki"], seed=seed)
+        texts = load_wiki_sentences(data_split, n=cfg["wiki"], seed=seed)
         if not texts:
             raise ValueError("no held-out wiki sentences")
         from spin_interp.evaluate.leak import normalise_for_match
@@ -313,6 +324,7 @@ def evaluate(
         settings={
             "max_new_tokens": max_new_tokens,
             "batch_size": batch_size,
+            "data_split": data_split,
             "judge": getattr(judge, "name", type(judge).__name__),
             "chat_template": True,
             "torch_threads": torch.get_num_threads(),

