@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import traceback
 from pathlib import Path
 from typing import Optional
 
@@ -21,7 +22,15 @@ app = typer.Typer(
 )
 _STATE = {"debug": False, "quiet": False}
 
-_USAGE_ERRORS = (ValueError, KeyError, FileExistsError, FileNotFoundError, TypeError)
+_USAGE_ERRORS = (
+    ValueError,
+    KeyError,
+    TypeError,
+    FileExistsError,
+    FileNotFoundError,
+    IsADirectoryError,
+    NotADirectoryError,
+)
 
 
 @app.callback()
@@ -42,6 +51,16 @@ def _progress() -> bool:
 
 def _targets(value: str) -> str | list[str]:
     return value.split(",") if "," in value or value.endswith(".weight") else value
+
+
+def _check_out_file(out: Path) -> None:
+    if out.is_dir():
+        raise IsADirectoryError(f"--out {out} is a folder; give a file path (.safetensors)")
+
+
+def _check_out_folder(out: Path, overwrite: bool) -> None:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise FileExistsError(f"{out} exists and is not empty; pass --overwrite to replace it")
 
 
 @app.command()
@@ -69,26 +88,58 @@ def score(
     keep_fraction: float = typer.Option(1e-3),
     fmt: str = typer.Option("chat", "--format", help="chat or plain"),
     max_len: int = typer.Option(512),
+    dtype: str = typer.Option("float32", help="float32, bfloat16 or float16"),
+    layer_chunk: Optional[int] = typer.Option(  # noqa: UP045
+        None, help="Score k layers per pass over the data (less memory, k passes)"
+    ),
+    checkpoint_dir: Optional[Path] = typer.Option(None, help="Checkpoint folder"),  # noqa: UP045
+    checkpoint_every: int = typer.Option(64, help="Checkpoint every M examples"),
+    resume: bool = typer.Option(False, help="Continue from the checkpoint in --checkpoint-dir"),
+    distributed: bool = typer.Option(
+        False, help="Inside torchrun: shard examples over ranks, all-reduce, rank 0 writes"
+    ),
 ) -> None:
     """Score every weight entry of the targeted matrices on one behaviour dataset."""
-    import spin_interp as si
+    import torch
 
-    m = si.load_model(model)
-    examples = si.data.load_behaviour(
-        behaviour, source=source, split=split, n=n, seed=seed, safe=not unsafe
-    )
-    s = si.score_weights(
-        m,
-        examples,
-        method=method,
-        targets=_targets(targets),
-        keep_fraction=keep_fraction,
-        format=fmt,
-        max_len=max_len,
-        progress=_progress(),
-    )
-    s.save(out)
-    typer.echo(f"{s!r} -> {out}")
+    import spin_interp as si
+    from spin_interp import distributed as dist
+
+    if dtype not in ("float32", "bfloat16", "float16"):
+        raise ValueError(f"dtype must be float32, bfloat16 or float16, got {dtype!r}")
+    device = "cpu"
+    ctx = dist.DistContext.local()
+    if distributed:
+        ctx = dist.init_process_group()
+        device = dist.local_device()
+    try:
+        m = si.load_model(model, device=device, dtype=getattr(torch, dtype))
+        examples = si.data.load_behaviour(
+            behaviour, source=source, split=split, n=n, seed=seed, safe=not unsafe
+        )
+        s = si.score_weights(
+            m,
+            examples,
+            method=method,
+            targets=_targets(targets),
+            keep_fraction=keep_fraction,
+            format=fmt,
+            max_len=max_len,
+            progress=_progress(),
+            layer_chunk=layer_chunk,
+            checkpoint_dir=checkpoint_dir,
+            checkpoint_every=checkpoint_every,
+            resume=resume,
+            distributed=distributed,
+            save_to=out if distributed else None,
+        )
+        if not distributed:
+            s.save(out)
+        if ctx.is_main:
+            typer.echo(f"{s!r} -> {out}")
+    finally:
+        if distributed:
+            dist.destroy_process_group()
 
 
 @app.command()
@@ -105,6 +156,7 @@ def select(
     from spin_interp.attribution import WeightScores
     from spin_interp.select import select_coupled
 
+    _check_out_file(out)
     sel = select_coupled(
         WeightScores.load(a), WeightScores.load(b), WeightScores.load(general), p=p, q=q, mode=mode
     )
@@ -125,8 +177,9 @@ def ablate(
     import spin_interp as si
     from spin_interp.select import Selection
 
+    sel = Selection.load(selection)  # a bad selection fails before the model is loaded
+    _check_out_folder(out, overwrite)
     m = si.load_model(model)
-    sel = Selection.load(selection)
     edit = si.ablate.zero_neurons(m, sel) if neurons else si.ablate.zero_weights(m, sel)
     edit.apply()
     path = si.export_hf(m, out, overwrite=overwrite)
@@ -142,6 +195,7 @@ def export(
     """Export a model (e.g. an alias) as a verified Hugging Face folder."""
     import spin_interp as si
 
+    _check_out_folder(out, overwrite)
     path = si.export_hf(si.load_model(model), out, overwrite=overwrite)
     typer.echo(f"exported -> {path}")
 
@@ -168,12 +222,17 @@ def eval_(
 ) -> None:
     """Evaluate fairness, privacy and general capability (every rate with n and a 95% CI)."""
     import spin_interp as si
-    from spin_interp.evaluate import evaluate
+    from spin_interp.evaluate import SUITES, evaluate
     from spin_interp.select import Selection
 
+    if suite not in SUITES:  # checked before the (slow) model load
+        raise ValueError(f"unknown suite {suite!r}; choose one of {sorted(SUITES)}")
+    if out is not None:
+        _check_out_file(out)
+    sel = Selection.load(selection) if selection is not None else None
     m = si.load_model(model)
-    if selection is not None:
-        si.ablate.edit_for(m, Selection.load(selection)).apply()
+    if sel is not None:
+        si.ablate.edit_for(m, sel).apply()
     report = evaluate(m, suite=suite, seed=seed, progress=_progress())
     if out is not None:
         report.save(out)
@@ -220,24 +279,43 @@ def demo(
     typer.echo(f"\ntimings (s): {json.dumps({k: round(v, 1) for k, v in result.timings.items()})}")
 
 
+def _one_line(exc: BaseException) -> str:
+    """``Type: message`` on one line (KeyError's quotes dropped, newlines folded)."""
+    msg = exc.args[0] if isinstance(exc, KeyError) and len(exc.args) == 1 else exc
+    text = " ".join(str(msg).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def main(argv: Optional[list[str]] = None) -> None:  # noqa: UP045
-    """Entry point: map exceptions to exit codes (2 usage/validation, 1 runtime)."""
+    """Entry point: map exceptions to exit codes (2 usage/validation, 1 runtime).
+
+    Errors print one line on stderr; with ``--debug`` the traceback is printed first (the exit
+    code is the same).
+    """
+    _STATE.update(debug=False, quiet=False)  # main() may be called more than once per process
     try:
-        app(args=argv, standalone_mode=False)
+        rv = app(args=argv, standalone_mode=False)
     except SystemExit:
         raise
+    except KeyboardInterrupt:
+        typer.echo("error: interrupted", err=True)
+        sys.exit(1)
     except Exception as exc:  # noqa: BLE001 - the CLI boundary
         kinds = {c.__name__ for c in type(exc).__mro__}
-        if "Abort" in kinds:
+        if "Abort" in kinds:  # click turns Ctrl-C / EOF into Abort
+            typer.echo("error: interrupted", err=True)
             sys.exit(1)
         if "ClickException" in kinds:  # usage errors of typer's (vendored) click
             exc.show()  # type: ignore[attr-defined]
             sys.exit(2)
-        if _STATE["debug"]:
-            raise
         code = 2 if isinstance(exc, _USAGE_ERRORS) else 1
-        typer.echo(f"error: {type(exc).__name__}: {exc}", err=True)
+        if _STATE["debug"]:
+            traceback.print_exception(exc, file=sys.stderr)
+        typer.echo(f"error: {_one_line(exc)}", err=True)
         sys.exit(code)
+    # with standalone_mode=False an explicit exit (e.g. --help) comes back as its exit code
+    if isinstance(rv, int) and not isinstance(rv, bool) and rv != 0:
+        sys.exit(rv if rv in (1, 2) else 1)
     sys.exit(0)
 
 

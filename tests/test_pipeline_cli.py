@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -199,3 +200,32 @@ def test_run_spin_with_paired_evaluation(tiny_folder, tmp_path, monkeypatch):
     for f in ("eval_before.json", "eval_after.json", "eval_comparison.json"):
         assert (tmp_path / "ev" / f).exists()
     assert res.comparison_markdown and "paired" in (tmp_path / "ev" / "summary.md").read_text()
+
+
+def test_cli_score_chunked_equals_one_pass(tiny_folder, tmp_path):
+    from spin_interp.attribution import WeightScores
+
+    base = [
+        "--quiet",
+        "score",
+        "privacy",
+        "--model",
+        str(tiny_folder),
+        "--n",
+        "2",
+        "--max-len",
+        "96",
+        "--keep-fraction",
+        "0.05",
+    ]
+    for name, extra in (("one", []), ("chunk", ["--layer-chunk", "1"])):
+        with pytest.raises(SystemExit) as e:
+            main(base + ["-o", str(tmp_path / f"{name}.safetensors")] + extra)
+        assert e.value.code == 0
+    a = WeightScores.load(tmp_path / "one.safetensors")
+    b = WeightScores.load(tmp_path / "chunk.safetensors")
+    for n in a.names():
+        assert torch.equal(a.topk(n)[1], b.topk(n)[1]) and torch.equal(a.topk(n)[0], b.topk(n)[0])
+    with pytest.raises(SystemExit) as e:
+        main(base + ["-o", str(tmp_path / "x.safetensors"), "--layer-chunk", "0"])
+    assert e.value.code == 2
