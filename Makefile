@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.setup-done
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: setup demo test lint format bench clean
+.PHONY: setup demo test lint format bench repro figures clean
 
 setup: $(STAMP)
 
@@ -27,17 +27,32 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q tests
+	SPIN_NB_SMALL=1 $(BIN)/python -m pytest -q --nbmake notebooks
 
 lint: setup
-	$(BIN)/ruff check spin_interp tests benchmarks
-	$(BIN)/ruff format --check spin_interp tests benchmarks
+	$(BIN)/ruff check spin_interp tests benchmarks paper_repro figures
+	$(BIN)/ruff format --check spin_interp tests benchmarks paper_repro figures
 
 format: setup
 	$(BIN)/ruff format spin_interp tests benchmarks
 	$(BIN)/ruff check --fix spin_interp tests benchmarks
 
 bench: setup
-	$(BIN)/python benchmarks/bench_scoring.py
+	# small sizes, a few minutes; full sizes: run a script without --quick
+	mkdir -p benchmarks/results/quick
+	$(BIN)/python benchmarks/bench_scoring.py --quick --out benchmarks/results/quick/bench_scoring.json
+	$(BIN)/python benchmarks/bench_memory.py --quick --out benchmarks/results/quick/bench_memory.json
+	$(BIN)/python benchmarks/bench_mi.py --quick --out benchmarks/results/quick/bench_mi.json
+	$(BIN)/python benchmarks/bench_graph.py --quick --out benchmarks/results/quick/bench_graph.json
+	$(BIN)/python benchmarks/bench_distributed.py --quick --out benchmarks/results/quick/bench_distributed.json
+	$(BIN)/python benchmarks/summarize.py
+
+repro: setup
+	$(BIN)/python paper_repro/smollm2/repro.py
+	$(BIN)/python paper_repro/smollm2/mechanism.py
+
+figures: setup
+	$(BIN)/python figures/make_figures.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
