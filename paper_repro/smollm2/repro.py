@@ -166,27 +166,44 @@ class Repro:
         }
         return chosen["q"]
 
-    def stage_eval(self, q: float) -> None:
-        self.evaluate("original", "eval")
-        paper = self.coupled(q)
-        settings = {
-            "spin_mlp": paper,
-            "random_mlp": random_like(paper, seed=self.cfg["seed"]),
-            "single_P_minus_G": self.coupled(q, mode="single"),
-            "reference_mode": self.coupled(q, mode="reference"),
-            "spin_attn": self.coupled(q, kind="attn"),
-            "spin_all": self.coupled(q, kind="all"),
-        }
-        f, g = (
-            self.restrict(self.scores(b, self.cfg["n_score"]), "mlp")
-            for b in ("fairness", "general")
-        )
-        settings["single_F_minus_G"] = select_coupled(f, None, g, p=q, q=q, mode="single")
-        settings["random_all"] = random_like(settings["spin_all"], seed=self.cfg["seed"])
+    def settings(self, q: float) -> dict[str, Any]:
+        """Every eval-split setting in priority order: a selection, or an SFT recipe."""
+        c = self.cfg["sft"]
+        out: dict[str, Any] = {"spin_mlp": lambda: self.coupled(q)}
+        out["random_mlp"] = lambda: random_like(self.coupled(q), seed=self.cfg["seed"])
+        out["sft_full_privacy"] = ("full", "privacy", c["full_lr"])
+        out["reference_mode"] = lambda: self.coupled(q, mode="reference")
+        out["single_P_minus_G"] = lambda: self.coupled(q, mode="single")
+
+        def f_minus_g() -> Selection:
+            f, g = (
+                self.restrict(self.scores(b, self.cfg["n_score"]), "mlp")
+                for b in ("fairness", "general")
+            )
+            return select_coupled(f, None, g, p=q, q=q, mode="single")
+
+        out["single_F_minus_G"] = f_minus_g
+        out["spin_mlp_malicious"] = lambda: self.coupled(q, safe=False)
+        out["sft_lora_privacy"] = ("lora", "privacy", c["lora_lr"])
+        out["spin_attn"] = lambda: self.coupled(q, kind="attn")
+        out["spin_all"] = lambda: self.coupled(q, kind="all")
+        out["random_all"] = lambda: random_like(self.coupled(q, kind="all"), seed=self.cfg["seed"])
         for n in self.cfg["limited_n"]:
-            settings[f"spin_mlp_n{n}"] = self.coupled(q, n=n)
-        settings["spin_mlp_malicious"] = self.coupled(q, safe=False)
-        for name, sel in settings.items():
+            out[f"spin_mlp_n{n}"] = lambda n=n: self.coupled(q, n=n)
+        out["sft_full_mixture"] = ("full", "mixture", c["full_lr"])
+        return out
+
+    def stage_eval(self, q: float, only: list[str] | None = None) -> None:
+        self.evaluate("original", "eval")
+        for name, how in self.settings(q).items():
+            if only and name not in only:
+                continue
+            if (self.reports / "eval" / f"{name}.json").exists():
+                continue
+            if isinstance(how, tuple):
+                self.sft(name, *how)
+                continue
+            sel = how()
             self.record(
                 name,
                 "eval",
@@ -194,42 +211,38 @@ class Repro:
                 q=q,
                 mode=sel.meta.get("mode"),
                 by_module=sel.counts_by_module(),
+                by_layer={str(k): v for k, v in sel.counts_by_layer().items()},
             )
             self.evaluate(name, "eval", sel)
 
-    def stage_sft(self) -> None:
+    def sft(self, name: str, method: str, data: str, lr: float) -> None:
         from sft import finetune
 
         c = self.cfg["sft"]
         priv = si.data.load_behaviour("privacy", split="score", n=c["n_train"], seed=1)
-        fair = si.data.load_behaviour("fairness", split="score", n=c["n_train"] // 2, seed=1)
-        runs = {
-            "sft_full_privacy": ("full", priv, c["full_lr"]),
-            "sft_lora_privacy": ("lora", priv, c["lora_lr"]),
-            "sft_full_mixture": ("full", priv[: c["n_train"] // 2] + fair, c["full_lr"]),
-        }
-        for name, (method, data, lr) in runs.items():
-            if (self.reports / "eval" / f"{name}.json").exists():
-                continue
-            model = si.load_model(self.model_spec)
-            info = finetune(
-                model,
-                data,
-                method=method,
-                steps=c["steps"],
-                batch_size=c["batch_size"],
-                lr=lr,
-                lora_rank=c["lora_rank"],
-                seed=self.cfg["seed"],
-            )
-            self.record(
-                name,
-                "eval",
-                **{k: v for k, v in info.items() if k != "losses"},
-                losses=[round(x, 4) for x in info["losses"]],
-            )
-            self.evaluate(name, "eval", model=model)
-            del model
+        if data == "mixture":
+            fair = si.data.load_behaviour("fairness", split="score", n=c["n_train"] // 2, seed=1)
+            train = priv[: c["n_train"] // 2] + fair
+        else:
+            train = priv
+        model = si.load_model(self.model_spec)
+        info = finetune(
+            model,
+            train,
+            method=method,
+            steps=c["steps"],
+            batch_size=c["batch_size"],
+            lr=lr,
+            lora_rank=c["lora_rank"],
+            seed=self.cfg["seed"],
+        )
+        self.record(
+            name,
+            "eval",
+            **{k: v for k, v in info.items() if k != "losses"},
+            losses=[round(x, 4) for x in info["losses"]],
+        )
+        self.evaluate(name, "eval", model=model)
 
 
 def summarise(out: Path, meta: dict[str, Any]) -> dict[str, Any]:
@@ -392,7 +405,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", type=Path, default=HERE / "config.toml")
     ap.add_argument("--out", type=Path, default=Path("runs/repro"))
     ap.add_argument("--results", type=Path, default=HERE / "results")
-    ap.add_argument("--stages", default="val,eval,sft")
+    ap.add_argument("--stages", default="val,eval")
+    ap.add_argument("--only", default=None, help="comma-separated eval settings to run")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes on a given --model")
     ap.add_argument("--model", default=None)
     args = ap.parse_args(argv)
@@ -407,9 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     stages = args.stages.split(",")
     q = r.stage_val() if "val" in stages else cfg["q_grid"][1]
     if "eval" in stages:
-        r.stage_eval(q)
-    if "sft" in stages:
-        r.stage_sft()
+        r.stage_eval(q, args.only.split(",") if args.only else None)
     summary = summarise(
         args.out,
         r.meta
