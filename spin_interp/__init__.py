@@ -6,7 +6,7 @@ Data flows one way: behaviour data -> model -> scores -> selection -> edit -> ev
 
 __version__ = "0.1.0"
 
-from spin_interp import ablate, data, distributed, evaluate, graph, mi, sae  # noqa: E402
+from spin_interp import ablate, coupling, data, distributed, evaluate, graph, mi, sae  # noqa: E402
 from spin_interp.attribution import WeightScores, score_neurons, score_weights  # noqa: E402
 from spin_interp.export import export_hf  # noqa: E402
 from spin_interp.models import (  # noqa: E402
@@ -21,6 +21,7 @@ __all__ = [
     "WeightScores",
     "__version__",
     "ablate",
+    "coupling",
     "data",
     "distributed",
     "evaluate",
