@@ -92,3 +92,43 @@ def test_smollm2_repro_smoke(tmp_path):
     )
     text = (res / "RESULTS.md").read_text()
     assert "SMOKE RUN" in text and "dequantised Q4_1" in text
+
+
+def test_variants_smoke(tmp_path):
+    """The variants study end to end at tiny sizes on a tiny model (numbers mean nothing)."""
+    import json
+
+    from spin_interp.testing import tiny_hf_model, tiny_tokenizer
+
+    folder = tmp_path / "tiny"
+    tiny_hf_model("llama", n_layers=2).save_pretrained(folder)
+    tiny_tokenizer().save_pretrained(folder)
+    sys.path.insert(0, str(ROOT / "paper_repro/smollm2"))
+    spec = importlib.util.spec_from_file_location(
+        "smollm2_variants", ROOT / "paper_repro/smollm2/variants.py"
+    )
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    res, md = tmp_path / "results", tmp_path / "VARIANTS.md"
+    assert (
+        mod.main(
+            [
+                "--smoke",
+                "--model",
+                str(folder),
+                "--out",
+                str(tmp_path / "run"),
+                "--results",
+                str(res),
+                "--md",
+                str(md),
+            ]
+        )
+        == 0
+    )
+    out = json.loads((res / "variants.json").read_text())
+    names = [r["name"] for r in out["rows"]]
+    assert {"paper", "random(paper)", "soft", "paper+guard0.9", "paper scale0.5"} <= set(names)
+    rows = {r["name"]: r for r in out["rows"]}
+    assert rows["paper"]["entries"] == rows["random(paper)"]["entries"]
+    assert "Verdict" in md.read_text() and "SMOKE RUN" in md.read_text()
