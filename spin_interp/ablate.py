@@ -116,11 +116,23 @@ class WeightEdit:
         """Write the new values into the model (saving what they replace)."""
         if self.is_applied:
             raise RuntimeError("this edit is already applied")
-        if architecture_fingerprint(self.model) != self.meta["architecture"]:
-            raise ValueError("this edit was made for a model of another architecture")
+        arch = architecture_fingerprint(self.model)
+        if arch != self.meta["architecture"]:
+            raise ValueError(
+                f"this edit was made for a model of another architecture "
+                f"({self.meta['architecture']}, this model {arch})"
+            )
         stack = _stack(self.model)
+        current = self.model._spin_base_fingerprint if stack else model_fingerprint(self.model)
+        made_for = self.meta.get("model_fingerprint")
+        if made_for is not None and made_for != current:
+            raise ValueError(
+                f"this edit was made for model {made_for}, but the model it would change is now "
+                f"{current} (other weights, or weights changed outside spin_interp's edits); "
+                "rebuild the edit on this model"
+            )
         if not stack:
-            self.model._spin_base_fingerprint = model_fingerprint(self.model)
+            self.model._spin_base_fingerprint = current
         self._write()
         stack.append(self)
         return self
@@ -164,7 +176,13 @@ class WeightEdit:
             else:
                 changes[name] = (idx, vals)
         kinds = [self.meta.get("kind"), other.meta.get("kind")]
-        return WeightEdit(self.model, changes, {"kind": "+".join(str(k) for k in kinds)})
+        meta: dict[str, Any] = {"kind": "+".join(str(k) for k in kinds)}
+        made_for = {e.meta.get("model_fingerprint") for e in (self, other)} - {None}
+        if len(made_for) > 1:
+            raise ValueError(f"cannot compose edits made for different models {sorted(made_for)}")
+        if made_for:
+            meta["model_fingerprint"] = made_for.pop()
+        return WeightEdit(self.model, changes, meta)
 
     def summary(self) -> dict[str, Any]:
         by_layer: Counter = Counter()
@@ -204,7 +222,11 @@ class WeightEdit:
             )
         names = {k.split("/", 1)[1] for k in tensors}
         changes = {n: (tensors[f"indices/{n}"], tensors[f"values/{n}"]) for n in names}
-        return cls(model, changes, meta)
+        try:
+            return cls(model, changes, meta)
+        except (KeyError, IndexError, ValueError) as exc:
+            msg = exc.args[0] if exc.args else exc
+            raise ValueError(f"{path} does not fit this model: {msg}") from exc
 
     def __repr__(self) -> str:
         return (

@@ -58,6 +58,29 @@ def _check_out_file(out: Path) -> None:
         raise IsADirectoryError(f"--out {out} is a folder; give a file path (.safetensors)")
 
 
+def _check_score_args(
+    behaviour: str, split: str, method: str, fmt: str, n: int, keep_fraction: float, out: Path
+) -> None:
+    """The cheap checks of ``score``, made before a model is loaded (which can take minutes)."""
+    from spin_interp.attribution import METHODS
+    from spin_interp.data.schema import BEHAVIOURS
+    from spin_interp.data.splits import check_split
+    from spin_interp.models import FORMATS
+
+    if behaviour not in BEHAVIOURS:
+        raise ValueError(f"unknown behaviour {behaviour!r}; choose one of {', '.join(BEHAVIOURS)}")
+    check_split(split)
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; choose one of {FORMATS}")
+    if n < 1:
+        raise ValueError(f"--n must be a positive integer, got {n}")
+    if not 0 < keep_fraction <= 1:
+        raise ValueError(f"--keep-fraction must be in (0, 1], got {keep_fraction}")
+    _check_out_file(out)
+
+
 def _check_out_folder(out: Path, overwrite: bool) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise FileExistsError(f"{out} exists and is not empty; pass --overwrite to replace it")
@@ -107,6 +130,7 @@ def score(
 
     if dtype not in ("float32", "bfloat16", "float16"):
         raise ValueError(f"dtype must be float32, bfloat16 or float16, got {dtype!r}")
+    _check_score_args(behaviour, split, method, fmt, n, keep_fraction, out)
     device = "cpu"
     ctx = dist.DistContext.local()
     if distributed:
@@ -315,6 +339,8 @@ def main(argv: Optional[list[str]] = None) -> None:  # noqa: UP045
         sys.exit(code)
     # with standalone_mode=False an explicit exit (e.g. --help) comes back as its exit code
     if isinstance(rv, int) and not isinstance(rv, bool) and rv != 0:
+        if rv == 130:  # typer turns Ctrl-C into Exit(130)
+            typer.echo("error: interrupted", err=True)
         sys.exit(rv if rv in (1, 2) else 1)
     sys.exit(0)
 

@@ -136,14 +136,32 @@ def export_hf(
                     f"reloaded export differs from the in-memory model by {diff:.3g} > {atol} in "
                     "logits; nothing was written"
                 )
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        _swap_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     log.info("exported %s", out)
     return out
+
+
+def _swap_into_place(tmp: Path, out: Path) -> None:
+    """Rename the finished folder ``tmp`` to ``out``; an existing ``out`` is moved aside first and
+    put back if the rename fails, so a crash never leaves neither the old nor the new export."""
+    if not (out.exists() or out.is_symlink()):
+        os.replace(tmp, out)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+    old.rmdir()  # only the unique name is wanted
+    os.replace(out, old)
+    try:
+        os.replace(tmp, out)
+    except BaseException:
+        os.replace(old, out)
+        raise
+    if old.is_dir() and not old.is_symlink():
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        old.unlink(missing_ok=True)
 
 
 def verify_export(model: Any, folder: str | os.PathLike) -> float:

@@ -1239,15 +1239,31 @@ def load_graph(path: str | Path) -> nx.Graph:
         raise FileNotFoundError(f"no graph file at {path}")
     suffix = path.suffix.lower()
     if suffix == ".graphml":
-        with _gc_paused():
-            G = nx.read_graphml(str(path), node_type=str)
-        encoded = json.loads(G.graph.pop("json_attributes", "[]"))
-        for k in encoded:
-            G.graph[k] = json.loads(G.graph[k])
+        try:
+            with _gc_paused():
+                G = nx.read_graphml(str(path), node_type=str)
+            encoded = json.loads(G.graph.pop("json_attributes", "[]"))
+            for k in encoded:
+                G.graph[k] = json.loads(G.graph[k])
+        except Exception as exc:  # XML parse errors are SyntaxErrors; JSON ones ValueErrors
+            raise ValueError(f"{path} is not a readable GraphML graph (truncated?): {exc}") from exc
+        # graphs built by this module carry their format; refuse another one (files from other
+        # tools carry none and load as plain graphs)
+        if "format" in G.graph and G.graph["format"] != GRAPH_FORMAT:
+            raise ValueError(f"{path} holds a {G.graph['format']!r} graph, not {GRAPH_FORMAT!r}")
+        version = G.graph.get("format_version", GRAPH_FORMAT_VERSION)
+        if version != GRAPH_FORMAT_VERSION:
+            raise ValueError(
+                f"{path} has graph format version {version}; this library reads "
+                f"{GRAPH_FORMAT_VERSION}"
+            )
         return G
     if suffix == ".json":
-        with _gc_paused():
-            doc = json.loads(path.read_text())
+        try:
+            with _gc_paused():
+                doc = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{path} is not valid JSON (truncated?): {exc}") from exc
         if not isinstance(doc, dict) or doc.get("format") != GRAPH_FORMAT:
             raise ValueError(f"{path} is not a graph saved by spin_interp.graph.save_graph")
         if doc.get("format_version") != GRAPH_FORMAT_VERSION:
@@ -1255,8 +1271,11 @@ def load_graph(path: str | Path) -> nx.Graph:
                 f"{path} has graph format version {doc.get('format_version')}; this library "
                 f"reads {GRAPH_FORMAT_VERSION}"
             )
-        with _gc_paused():
-            return nx.node_link_graph(doc["graph"], edges="edges")
+        try:
+            with _gc_paused():
+                return nx.node_link_graph(doc["graph"], edges="edges")
+        except (KeyError, TypeError, nx.NetworkXError) as exc:
+            raise ValueError(f"{path}: the graph inside is malformed ({exc!r})") from exc
     raise ValueError(f"unknown graph file type {path.suffix!r}: use .graphml or .json")
 
 

@@ -183,6 +183,10 @@ def load_model(
     from transformer_lens.model_bridge import TransformerBridge
 
     spec_s = str(spec)
+    if not spec_s.strip():
+        raise ValueError(
+            f"empty model spec; give an alias ({', '.join(_ALIASES)}), a folder or a hub id"
+        )
     path = Path(spec_s).expanduser()
     extra: dict[str, Any] = {}
     if device_map is not None:

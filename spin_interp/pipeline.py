@@ -17,13 +17,17 @@ from typing import Any
 
 import torch
 
-from spin_interp._io import atomic_write
+from spin_interp._io import atomic_write_text
 
 log = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
     """A run configuration is invalid (missing, unknown or mistyped keys, bad values)."""
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 @dataclass
@@ -86,19 +90,38 @@ class SpinConfig:
             self.keep_fraction >= max(self.p, self.q),
             f"keep_fraction ({self.keep_fraction}) must be >= p and q so the sets can be formed",
         )
-        need(isinstance(self.max_len, int) and self.max_len >= 2, "max_len must be an int >= 2")
+        need(_is_int(self.max_len) and self.max_len >= 2, "max_len must be an int >= 2")
         need(
-            isinstance(self.eval_sentences, int) and self.eval_sentences >= 0,
+            _is_int(self.eval_sentences) and self.eval_sentences >= 0,
             "eval_sentences must be an int >= 0",
         )
+        need(
+            isinstance(self.out_dir, str) and bool(self.out_dir),
+            "out_dir must be a non-empty string",
+        )
+        for flag in ("overwrite", "export"):
+            v = getattr(self, flag)
+            need(isinstance(v, bool), f"{flag} must be true or false, got {v!r}")
+        from spin_interp.evaluate import SUITES
+
+        suites = ("none", *sorted(SUITES))
+        need(
+            isinstance(self.evaluate, str) and self.evaluate in suites,
+            f"evaluate must be one of {suites}, got {self.evaluate!r}",
+        )
+        need(_is_int(self.eval_seed), "eval_seed must be an int")
         need(
             self.dtype in ("float32", "bfloat16", "float16"),
             "dtype must be float32/bfloat16/float16",
         )
         need(
-            isinstance(self.targets, str)
-            or (isinstance(self.targets, list) and all(isinstance(t, str) for t in self.targets)),
-            "targets must be a string or list of names",
+            (isinstance(self.targets, str) and bool(self.targets))
+            or (
+                isinstance(self.targets, list)
+                and bool(self.targets)
+                and all(isinstance(t, str) for t in self.targets)
+            ),
+            "targets must be a non-empty string or list of names",
         )
         for b in ("fairness", "privacy", "general"):
             spec = getattr(self, b)
@@ -108,7 +131,7 @@ class SpinConfig:
             )
             need(isinstance(spec.source, str), f"{b}.source must be a string")
             need(isinstance(spec.safe, bool), f"{b}.safe must be true or false")
-            need(isinstance(spec.seed, int), f"{b}.seed must be an int")
+            need(_is_int(spec.seed), f"{b}.seed must be an int")
             need(spec.split in ("score", "val", "eval"), f"{b}.split must be score, val or eval")
         return self
 
@@ -140,7 +163,9 @@ class SpinConfig:
         if not path.is_file():
             raise ConfigError(f"no config file at {path}")
         try:
-            raw = tomllib.loads(path.read_text())
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path} is not UTF-8 text, so not a TOML config: {exc}") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
         return cls.from_dict(raw)
@@ -219,6 +244,8 @@ def run_spin(config: SpinConfig, progress: bool = True) -> SpinResult:
 
     config.validate()
     out = Path(config.out_dir)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"out_dir {out} exists and is not a folder; choose another out_dir")
     if out.exists() and any(out.iterdir()) and not config.overwrite:
         raise FileExistsError(f"{out} is not empty; set overwrite = true or choose another out_dir")
     timings: dict[str, float] = {}
@@ -301,8 +328,8 @@ def run_spin(config: SpinConfig, progress: bool = True) -> SpinResult:
         paths=paths,
     )
     result.comparison_markdown = comparison.to_markdown() if comparison is not None else None
-    atomic_write(out / "summary.json", lambda p: p.write_text(result.to_json()))
-    atomic_write(out / "summary.md", lambda p: p.write_text(result.to_markdown() + "\n"))
+    atomic_write_text(out / "summary.json", result.to_json())
+    atomic_write_text(out / "summary.md", result.to_markdown() + "\n")
     result.model = model  # type: ignore[attr-defined]  # the edited model, for callers
     result.edit = edit  # type: ignore[attr-defined]
     return result

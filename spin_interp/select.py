@@ -35,7 +35,14 @@ class Selection:
         for name, idx in self.indices.items():
             if name not in self.shapes:
                 raise ValueError(f"{name} has indices but no shape")
-            idx = torch.as_tensor(idx, dtype=torch.long).reshape(-1)
+            raw = torch.as_tensor(idx)
+            if raw.numel() and (
+                raw.is_floating_point() or raw.is_complex() or raw.dtype == torch.bool
+            ):
+                raise TypeError(
+                    f"indices of {name} must be integers, got dtype {raw.dtype} (a mask or scores?)"
+                )
+            idx = raw.to(torch.long).reshape(-1)
             idx = torch.unique(idx)  # sorted, unique
             if idx.numel() and (int(idx[0]) < 0 or int(idx[-1]) >= math.prod(self.shapes[name])):
                 raise ValueError(f"indices of {name} fall outside its shape {self.shapes[name]}")
