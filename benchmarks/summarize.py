@@ -30,11 +30,23 @@ def table(rows: list[dict], keys: list[str] | None = None) -> list[str]:
     return out
 
 
+def extrapolate(row: dict, n: int = 128) -> dict:
+    """Linear extrapolation of measured scoring times to ``n`` examples per dataset (both the
+    one-pass scorer and the per-layer baseline are linear in the number of examples)."""
+    row = dict(row)
+    k = n / row["examples"]
+    row[f"snip_s_at_{n}"] = row["t_snip_s"] * k
+    row[f"per_layer_s_at_{n}"] = row["t_per_layer_s"] * k
+    return row
+
+
 def section(path: Path) -> list[str]:
     d = json.loads(path.read_text())
     threads = d.get("threads", d.get("threads_per_process", "?"))
     lines = [f"### {path.stem} (`{path.relative_to(HERE)}`, threads: {threads})", ""]
     rows = d.get("rows") or d.get("runs") or d.get("results")
+    if path.stem == "bench_scoring" and isinstance(rows, list):
+        rows = [extrapolate(r) for r in rows]
     if isinstance(rows, list) and rows and isinstance(rows[0], dict):
         lines += table(rows)
     else:

@@ -340,15 +340,36 @@ def architecture_fingerprint(model: Any) -> str:
     return h.hexdigest()
 
 
-@torch.no_grad()
-def model_fingerprint(model: Any) -> str:
-    """Stable short hash of config and every weight's bytes (changes when any weight changes)."""
+def model_fingerprint(model: Any, cache: bool = True) -> str:
+    """Stable short hash of config and every weight's bytes (changes when any weight changes).
+
+    Hashing every byte costs about a second for a 135M model, so the result is cached on the
+    model and reused while no weight tensor has been replaced or modified in place (PyTorch's
+    per-tensor version counters, which every in-place write bumps: edits, optimiser steps).
+    Writes through ``tensor.data`` bypass those counters; call with ``cache=False`` after such
+    writes.
+    """
+    return _fingerprint(model, cache=cache)
+
+
+def _fingerprint(model: Any, cache: bool) -> str:
+    params = sorted(hf_parameters(model).items())
+    key = tuple((name, id(t), t._version, t.data_ptr()) for name, t in params)
+    cached = getattr(model, "_spin_fingerprint_cache", None)
+    if cache and cached is not None and cached[0] == key:
+        return cached[1]
     h = hashlib.blake2b(digest_size=8)
     h.update(json.dumps(_config_digest(hf_model_of(model).config), default=str).encode())
-    for name, t in sorted(hf_parameters(model).items()):
-        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
-        h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().data)
-    return h.hexdigest()
+    with torch.no_grad():
+        for name, t in params:
+            h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+            h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().data)
+    fp = h.hexdigest()
+    try:
+        model._spin_fingerprint_cache = (key, fp)
+    except AttributeError:  # pragma: no cover - exotic modules
+        pass
+    return fp
 
 
 # --------------------------------------------------------------------------------------------------

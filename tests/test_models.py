@@ -59,6 +59,11 @@ def test_fingerprint_tracks_weights(llama):
     with torch.no_grad():
         p[0, 0] -= 1
     assert model_fingerprint(tiny_model("llama", seed=3)) != f0
+    # a write through .data bypasses the version counters: the cache cannot see it
+    p.data[0, 1] += 1
+    assert model_fingerprint(llama, cache=False) != f0
+    p.data[0, 1] -= 1
+    assert model_fingerprint(llama, cache=False) == f0
 
 
 def test_hf_names(llama):
