@@ -60,10 +60,15 @@ def test_fingerprint_tracks_weights(llama):
         p[0, 0] -= 1
     assert model_fingerprint(tiny_model("llama", seed=3)) != f0
     # a write through .data bypasses the version counters: the cache cannot see it
-    p.data[0, 1] += 1
-    assert model_fingerprint(llama, cache=False) != f0
-    p.data[0, 1] -= 1
-    assert model_fingerprint(llama, cache=False) == f0
+    with torch.no_grad():
+        p[0, 0] = p.new_tensor(0.5)  # a tracked write
+        f1 = model_fingerprint(llama)
+        original = p.data[0, 1].clone()
+        p.data[0, 1] += 1
+        assert model_fingerprint(llama) == f1  # cached: the .data write went unseen
+        assert model_fingerprint(llama, cache=False) != f1
+        p.data[0, 1] = original
+        assert model_fingerprint(llama, cache=False) == f1
 
 
 def test_hf_names(llama):
