@@ -49,6 +49,7 @@ bench: setup
 
 repro: setup
 	$(BIN)/python paper_repro/smollm2/repro.py
+	$(BIN)/python paper_repro/smollm2/variants.py
 	$(BIN)/python paper_repro/smollm2/mechanism.py
 
 figures: setup
