@@ -132,3 +132,23 @@ def test_variants_smoke(tmp_path):
     rows = {r["name"]: r for r in out["rows"]}
     assert rows["paper"]["entries"] == rows["random(paper)"]["entries"]
     assert "Verdict" in md.read_text() and "SMOKE RUN" in md.read_text()
+    # reporting only what is cached reproduces the same rows without evaluating anything
+    assert (
+        mod.main(
+            [
+                "--smoke",
+                "--model",
+                str(folder),
+                "--out",
+                str(tmp_path / "run"),
+                "--results",
+                str(res),
+                "--md",
+                str(md),
+                "--cached-only",
+            ]
+        )
+        == 0
+    )
+    again = json.loads((res / "variants.json").read_text())
+    assert again["rows"] == out["rows"] and again["not_run"] == []

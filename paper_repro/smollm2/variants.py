@@ -81,6 +81,45 @@ def run_one(r: Any, name: str, kind: str, obj: Any, split: str) -> EvalReport:
     return rep
 
 
+def _cached_settings(r: Any, q: float) -> dict[str, Any]:
+    """The settings of :func:`build` whose val report exists; the others marked missing.
+
+    Cheap settings are rebuilt (their entry counts are needed); the MI-guided ones are only
+    rebuilt when their relevance file exists."""
+    names = [
+        "paper",
+        "random(paper)",
+        "soft",
+        "paper+guard0.9",
+        "paper+guard0.5",
+        "single(P-G)+guard0.9",
+        "paper scale0.5",
+        "paper q/3",
+        "malicious",
+        "MI-guided 64 units",
+        "random(64 units)",
+    ]
+    have = {
+        n for n in names if (r.reports / "val" / f"variant_{n.replace('/', '_')}.json").exists()
+    }
+    if not have:
+        return {n: ("missing", None) for n in names}
+    full = (
+        build(r, q)
+        if (r.out / "variants_relevance.safetensors").exists() or r.smoke
+        else _build_without_mi(r, q)
+    )
+    return {n: (full[n] if n in have and n in full else ("missing", None)) for n in names}
+
+
+def _build_without_mi(r: Any, q: float) -> dict[str, Any]:
+    smoke, r.smoke = r.smoke, True  # build() skips the MI-guided settings in smoke mode
+    try:
+        return build(r, q)
+    finally:
+        r.smoke = smoke
+
+
 def row(name: str, base: EvalReport, rep: EvalReport, entries: int) -> dict[str, Any]:
     cmp = base.compare(rep)
     f, pv, ppl = (
@@ -121,6 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--md", type=Path, default=HERE / "VARIANTS.md")
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--model", default=None)
+    ap.add_argument(
+        "--cached-only",
+        action="store_true",
+        help="report only the settings already evaluated (list the rest as not run)",
+    )
     args = ap.parse_args(argv)
     cfg = tomllib.loads(args.config.read_text())
     if args.smoke:
@@ -130,8 +174,12 @@ def main(argv: list[str] | None = None) -> int:
     r = Repro(cfg, args.out, args.model or cfg["model"], args.smoke)
     q = r.stage_val()
     base = r.evaluate("original", "val")
-    rows = []
-    for name, (kind, obj) in build(r, q).items():
+    rows, not_run = [], []
+    settings = build(r, q) if not args.cached_only else _cached_settings(r, q)
+    for name, (kind, obj) in settings.items():
+        if kind == "missing":
+            not_run.append(name)
+            continue
         rep = run_one(r, name, kind, obj, "val")
         entries = (
             obj().n_entries() if kind == "edit" else si.ablate.edit_for(r.model, obj).n_entries()
@@ -146,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     out = {
         "q": q,
         "rows": rows,
+        "not_run": not_run,
         "qualifying_on_val": [x["name"] for x in winners],
         "eval_confirmation": confirmed,
         "seconds": time.perf_counter() - t0,
@@ -204,6 +253,13 @@ def write_md(out: dict[str, Any], path: Path) -> None:
             f"[{x['privacy_ci'][0]:+.3f}, {x['privacy_ci'][1]:+.3f}] ({pp}) | "
             f"{x['d_ppl_rel']:+.1%} | {x['n_fairness']} / {x['n_privacy']} |"
         )
+    if out.get("not_run"):
+        lines += [
+            "",
+            "Planned but not evaluated in this run (CPU time ran out): "
+            + ", ".join(out["not_run"])
+            + ".",
+        ]
     lines += [
         "",
         "Not run in this version (and why): mean-ablation of units (Llama MLPs have no "
