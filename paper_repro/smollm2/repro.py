@@ -371,33 +371,68 @@ def write_results(summary: dict[str, Any], path_md: Path, smoke: bool) -> None:
     path_md.write_text("\n".join(lines) + "\n")
 
 
+def _sig(m: dict[str, Any], metric: str) -> int:
+    """+1 / -1 when the paired 95% CI of ``metric`` lies above / below 0, else 0."""
+    r = m.get(metric)
+    if r is None:
+        return 0
+    return 1 if r["ci"][0] > 0 else -1 if r["ci"][1] < 0 else 0
+
+
 def verdict(summary: dict[str, Any]) -> str:
     st = summary.get("settings", {})
     out = []
-    for name in (
-        "spin_mlp",
-        "random_mlp",
-        "reference_mode",
-        "sft_full_privacy",
-        "sft_lora_privacy",
-        "sft_full_mixture",
-    ):
-        if name not in st:
-            continue
-        m = st[name]["metrics"]
+    spin = st.get("spin_mlp", {}).get("metrics")
+    if spin:
+        f, p = _sig(spin, "bbq_ambig_accuracy"), _sig(spin, "privacy_awareness")
+        ppl = spin.get("wiki_perplexity")
+        rel = ppl["diff"] / ppl["before"] if ppl else float("nan")
+        claim = "REPRODUCES" if f > 0 and p > 0 and rel <= 0.05 else "DOES NOT REPRODUCE"
+        out.append(
+            f"- SPIN's claim (both awarenesses rise, general ability unchanged) {claim} here: "
+            f"BBQ ambiguous accuracy {spin['bbq_ambig_accuracy']['diff']:+.3f}, privacy "
+            f"awareness {spin['privacy_awareness']['diff']:+.3f} (paired 95% CIs "
+            f"{'exclude' if f or p else 'include'} 0), wiki perplexity {rel:+.1%}."
+        )
+    sft = st.get("sft_full_privacy", {}).get("metrics")
+    if sft:
+        f, p = _sig(sft, "bbq_ambig_accuracy"), _sig(sft, "privacy_awareness")
+        trade = "is seen" if p > 0 and f < 0 else "is NOT seen on BBQ"
+        lo, hi = sft["bbq_ambig_accuracy"]["ci"]
+        out.append(
+            f"- The trade-off (privacy SFT lowers fairness) {trade}: privacy awareness "
+            f"{sft['privacy_awareness']['diff']:+.3f}, BBQ ambiguous accuracy "
+            f"{sft['bbq_ambig_accuracy']['diff']:+.3f} (CI [{lo:+.3f}, {hi:+.3f}])"
+            ". The keyword judge counts refusals as awareness, so the open-ended fairness rate "
+            "moves with the refusal habit SFT teaches."
+        )
+    for name, s in st.items():
+        m = s["metrics"]
         parts = []
-        for metric, label, _, better in HEADLINE[:5] + HEADLINE[7:]:
-            if metric in m:
-                r = m[metric]
-                sig = r["ci"][0] > 0 or r["ci"][1] < 0
-                good = (r["diff"] > 0) == (better == "higher")
-                if sig:
-                    parts.append(f"{label} {'better' if good else 'worse'} ({r['diff']:+.3f})")
+        for metric, label, _, better in HEADLINE:
+            sig = _sig(m, metric)
+            if sig:
+                good = (sig > 0) == (better == "higher")
+                parts.append(f"{label} {'better' if good else 'worse'} ({m[metric]['diff']:+.3f})")
         out.append(
             f"- **{name}**: "
             + ("; ".join(parts) if parts else "no headline metric moved beyond its 95% paired CI")
         )
     return "\n".join(out) if out else "(pending)"
+
+
+def compute_seconds(out: Path) -> float:
+    """CPU-bound work recorded in the saved artifacts: evaluations, scoring and fine-tuning."""
+    total = 0.0
+    for path in (out / "reports").glob("*/*.json"):
+        d = json.loads(path.read_text())
+        if path.name.endswith(".info.json"):
+            total += float(d.get("seconds") or 0.0)
+        else:
+            total += float(sum((d.get("timings") or {}).values()))
+    for path in (out / "scores").glob("*.safetensors"):
+        total += float(WeightScores.load(path).meta.get("seconds") or 0.0)
+    return total
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -428,6 +463,7 @@ def main(argv: list[str] | None = None) -> int:
         | {"config": cfg, "chosen_q": q, "seconds": time.perf_counter() - t0, "smoke": args.smoke},
     )
     summary["verdict"] = verdict(summary)
+    summary["compute_seconds"] = compute_seconds(args.out)
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     write_results(summary, args.results / "RESULTS.md", args.smoke)
