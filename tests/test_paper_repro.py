@@ -51,13 +51,20 @@ def test_table_layout():
     assert "| llama-2-7b-chat | SPIN (paper) | 0.5000 | 0.2500 | 0.7746 | 0.8432 | 7 |" in text
 
 
-def test_smollm2_repro_smoke(tmp_path):
-    """The CPU reproduction end to end at tiny sizes on a tiny model (numbers mean nothing)."""
+@pytest.fixture()
+def tiny_folder(tmp_path):
+    """A tiny random Llama and its tokenizer saved as a Hugging Face folder."""
     from spin_interp.testing import tiny_hf_model, tiny_tokenizer
 
     folder = tmp_path / "tiny"
     tiny_hf_model("llama", n_layers=2).save_pretrained(folder)
     tiny_tokenizer().save_pretrained(folder)
+    return folder
+
+
+def test_smollm2_repro_smoke(tmp_path, tiny_folder):
+    """The CPU reproduction end to end at tiny sizes on a tiny model (numbers mean nothing)."""
+    folder = tiny_folder
     spec = importlib.util.spec_from_file_location(
         "smollm2_repro", ROOT / "paper_repro/smollm2/repro.py"
     )
@@ -94,15 +101,11 @@ def test_smollm2_repro_smoke(tmp_path):
     assert "SMOKE RUN" in text and "dequantised Q4_1" in text
 
 
-def test_variants_smoke(tmp_path):
+def test_variants_smoke(tmp_path, tiny_folder):
     """The variants study end to end at tiny sizes on a tiny model (numbers mean nothing)."""
     import json
 
-    from spin_interp.testing import tiny_hf_model, tiny_tokenizer
-
-    folder = tmp_path / "tiny"
-    tiny_hf_model("llama", n_layers=2).save_pretrained(folder)
-    tiny_tokenizer().save_pretrained(folder)
+    folder = tiny_folder
     sys.path.insert(0, str(ROOT / "paper_repro/smollm2"))
     spec = importlib.util.spec_from_file_location(
         "smollm2_variants", ROOT / "paper_repro/smollm2/variants.py"

@@ -12,7 +12,6 @@ import datetime as _dt
 import json
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from spin_interp._io import atomic_write_text as _atomic_write_text
 from spin_interp.evaluate import stats
 
 __all__ = [
@@ -242,20 +242,6 @@ def _target(m: MetricResult) -> str:
     if m.better == "closer":
         return f"→ {_fmt(m.kind, m.ideal)}" if m.ideal is not None else "→ ideal"
     return "↑" if m.better == "higher" else "↓"
-
-
-def _atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _read_json(path: str | os.PathLike, kind: str) -> dict[str, Any]:
