@@ -49,6 +49,15 @@ def _save(fig: Any, name: str) -> None:
     print(f"wrote figures/{name}.png and .pdf")
 
 
+def _label_points(ax: Any, points: list[tuple[float, float, str]]) -> None:
+    """One label per location: settings that land on the same point share it."""
+    groups: dict[tuple[float, float], list[str]] = {}
+    for x, y, name in points:
+        groups.setdefault((round(x, 4), round(y, 4)), []).append(name)
+    for (x, y), names in groups.items():
+        ax.annotate("\n".join(names), (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+
+
 def _kind(name: str) -> tuple[str, str]:
     if name.startswith("random"):
         return "random control", "tab:grey"
@@ -63,6 +72,7 @@ def tradeoff(summary: dict[str, Any]) -> None:
     fx, py = "bbq_ambig_accuracy", "privacy_awareness"
     fig, ax = plt.subplots(figsize=(7.5, 6))
     seen = set()
+    points: list[tuple[float, float, str]] = []
     for name, s in summary.get("settings", {}).items():
         m = s["metrics"]
         if fx not in m or py not in m:
@@ -81,9 +91,8 @@ def tradeoff(summary: dict[str, Any]) -> None:
             label=None if kind in seen else kind,
         )
         seen.add(kind)
-        ax.annotate(
-            name, (x["diff"], y["diff"]), fontsize=7, xytext=(3, 3), textcoords="offset points"
-        )
+        points.append((x["diff"], y["diff"], name))
+    _label_points(ax, points)
     ax.axhline(0, color="k", lw=0.6)
     ax.axvline(0, color="k", lw=0.6)
     ax.annotate(
@@ -209,14 +218,7 @@ def variants(data: dict[str, Any]) -> None:
         cmap="coolwarm",
         s=60,
     )
-    for r in rows:
-        ax.annotate(
-            r["name"],
-            (r["d_fairness"], r["d_privacy"]),
-            fontsize=7,
-            xytext=(3, 3),
-            textcoords="offset points",
-        )
+    _label_points(ax, [(r["d_fairness"], r["d_privacy"], r["name"]) for r in rows])
     ax.axhline(0, color="k", lw=0.6)
     ax.axvline(0, color="k", lw=0.6)
     ax.annotate(
