@@ -113,22 +113,18 @@ def test_variants_smoke(tmp_path, tiny_folder):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     res, md = tmp_path / "results", tmp_path / "VARIANTS.md"
-    assert (
-        mod.main(
-            [
-                "--smoke",
-                "--model",
-                str(folder),
-                "--out",
-                str(tmp_path / "run"),
-                "--results",
-                str(res),
-                "--md",
-                str(md),
-            ]
-        )
-        == 0
-    )
+    args = [
+        "--smoke",
+        "--model",
+        str(folder),
+        "--out",
+        str(tmp_path / "run"),
+        "--results",
+        str(res),
+        "--md",
+        str(md),
+    ]
+    assert mod.main(args) == 0
     out = json.loads((res / "variants.json").read_text())
     names = [r["name"] for r in out["rows"]]
     assert {"paper", "random(paper)", "soft", "paper+guard0.9", "paper scale0.5"} <= set(names)
@@ -136,22 +132,6 @@ def test_variants_smoke(tmp_path, tiny_folder):
     assert rows["paper"]["entries"] == rows["random(paper)"]["entries"]
     assert "Verdict" in md.read_text() and "SMOKE RUN" in md.read_text()
     # reporting only what is cached reproduces the same rows without evaluating anything
-    assert (
-        mod.main(
-            [
-                "--smoke",
-                "--model",
-                str(folder),
-                "--out",
-                str(tmp_path / "run"),
-                "--results",
-                str(res),
-                "--md",
-                str(md),
-                "--cached-only",
-            ]
-        )
-        == 0
-    )
+    assert mod.main(args + ["--cached-only"]) == 0
     again = json.loads((res / "variants.json").read_text())
     assert again["rows"] == out["rows"] and again["not_run"] == []
