@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.setup-done
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: setup demo test lint format bench repro figures clean
+.PHONY: setup demo test lint format bench repro variants figures clean
 
 setup: $(STAMP)
 
@@ -47,10 +47,20 @@ bench: setup
 	$(BIN)/python benchmarks/bench_distributed.py --quick --out benchmarks/results/quick/bench_distributed.json
 	$(BIN)/python benchmarks/summarize.py
 
+# the CPU-scale reproduction: every setting, the mechanism analysis, the figures. It resumes from
+# its cache folder; REPRO_OUT / REPRO_RESULTS / FIGURES_OUT redirect a run (e.g. a timing run)
+REPRO_OUT ?= runs/repro
+REPRO_RESULTS ?= paper_repro/smollm2/results
+FIGURES_OUT ?= figures
 repro: setup
-	$(BIN)/python paper_repro/smollm2/repro.py
-	$(BIN)/python paper_repro/smollm2/variants.py
-	$(BIN)/python paper_repro/smollm2/mechanism.py
+	$(BIN)/python paper_repro/smollm2/repro.py --out $(REPRO_OUT) --results $(REPRO_RESULTS)
+	$(BIN)/python paper_repro/smollm2/mechanism.py --out $(REPRO_OUT) --results $(REPRO_RESULTS)
+	$(BIN)/python figures/make_figures.py --results $(REPRO_RESULTS) --out $(FIGURES_OUT)
+
+# the variants study (reuses the reproduction's cached scores and reports in REPRO_OUT)
+variants: setup
+	$(BIN)/python paper_repro/smollm2/variants.py --out $(REPRO_OUT) --results $(REPRO_RESULTS)
+	$(BIN)/python figures/make_figures.py --results $(REPRO_RESULTS) --out $(FIGURES_OUT)
 
 figures: setup
 	$(BIN)/python figures/make_figures.py

@@ -37,7 +37,7 @@ plt.rcParams.update(
 
 def _load(path: Path) -> Any | None:
     if not path.exists():
-        print(f"skip: {path.relative_to(ROOT)} not found")
+        print(f"skip: {path} not found")
         return None
     return json.loads(path.read_text())
 
@@ -46,7 +46,7 @@ def _save(fig: Any, name: str) -> None:
     for ext in ("png", "pdf"):
         fig.savefig(OUT / f"{name}.{ext}", bbox_inches="tight")
     plt.close(fig)
-    print(f"wrote figures/{name}.png and .pdf")
+    print(f"wrote {OUT / name}.png and .pdf")
 
 
 def _label_points(ax: Any, points: list[tuple[float, float, str]]) -> None:
@@ -203,21 +203,41 @@ def mechanism_figures(mech: dict[str, Any]) -> None:
         G = load_graph(gpath)
         draw_graph(G, OUT / "coupled_graph.png")
         draw_graph(G, OUT / "coupled_graph.pdf")
-        print("wrote figures/coupled_graph.png and .pdf")
+        print(f"wrote {OUT / 'coupled_graph'}.png and .pdf")
 
 
 def variants(data: dict[str, Any]) -> None:
     rows = data.get("rows", [])
     if not rows:
         return
-    fig, ax = plt.subplots(figsize=(7.5, 6))
-    sc = ax.scatter(
-        [r["d_fairness"] for r in rows],
-        [r["d_privacy"] for r in rows],
-        c=[100 * r["d_ppl_rel"] for r in rows],
-        cmap="coolwarm",
-        s=60,
+    fig, ax = plt.subplots(figsize=(8, 6.5))
+    groups = {  # marker by what a row is paired with; controls drawn hollow
+        "o": [r for r in rows if r.get("vs", "original") == "original"],
+        "^": [r for r in rows if r.get("vs", "original") != "original"],
+    }
+    norm = matplotlib.colors.TwoSlopeNorm(
+        vcenter=0.0,
+        vmin=min(-1.0, *(100 * r["d_ppl_rel"] for r in rows)),
+        vmax=max(1.0, *(100 * r["d_ppl_rel"] for r in rows)),
     )
+    for marker, group in groups.items():
+        for hollow in (False, True):
+            pts = [r for r in group if r["name"].startswith("random") == hollow]
+            if not pts:
+                continue
+            colours = [100 * r["d_ppl_rel"] for r in pts]
+            ax.scatter(
+                [r["d_fairness"] for r in pts],
+                [r["d_privacy"] for r in pts],
+                c=colours,
+                cmap="coolwarm",
+                norm=norm,
+                s=60,
+                marker=marker,
+                alpha=0.45 if hollow else 1.0,
+                edgecolors="k",
+                linewidths=0.5,
+            )
     _label_points(ax, [(r["d_fairness"], r["d_privacy"], r["name"]) for r in rows])
     ax.axhline(0, color="k", lw=0.6)
     ax.axvline(0, color="k", lw=0.6)
@@ -229,10 +249,15 @@ def variants(data: dict[str, Any]) -> None:
         va="top",
         color="tab:green",
     )
-    fig.colorbar(sc, label="Δ wiki perplexity (%)")
+    mappable = matplotlib.cm.ScalarMappable(norm=norm, cmap="coolwarm")
+    fig.colorbar(mappable, ax=ax, label="Δ wiki perplexity (%)")
     ax.set_xlabel("Δ BBQ ambiguous accuracy")
     ax.set_ylabel("Δ privacy awareness")
-    ax.set_title("SPIN variants (val split, paired vs original)")
+    ax.set_title(
+        "SPIN variants (val split, paired with their edit point)\n"
+        "● vs original, ▲ vs privacy-fine-tuned model; faded = random controls",
+        fontsize=10,
+    )
     _save(fig, "variants_pareto")
 
 
@@ -274,8 +299,16 @@ def benchmarks() -> None:
     _save(fig, "benchmarks")
 
 
-def main() -> int:
-    OUT.mkdir(exist_ok=True)
+def main(argv: list[str] | None = None) -> int:
+    global OUT, RESULTS
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Redraw every figure from saved results.")
+    ap.add_argument("--results", type=Path, default=RESULTS, help="folder of the result JSONs")
+    ap.add_argument("--out", type=Path, default=OUT, help="folder the figures are written to")
+    args = ap.parse_args(argv)
+    OUT, RESULTS = args.out, args.results
+    OUT.mkdir(parents=True, exist_ok=True)
     summary = _load(RESULTS / "summary.json")
     if summary:
         tradeoff(summary)

@@ -22,6 +22,7 @@ from spin_interp._io import load_artifact, save_artifact
 from spin_interp.attribution import WeightScores, layer_of, module_of
 from spin_interp.models import (
     architecture_fingerprint,
+    hf_model_of,
     hf_parameters,
     model_fingerprint,
     weight_layout,
@@ -32,10 +33,13 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "WeightEdit",
+    "add_mlp_bias",
     "base_fingerprint",
     "edit_for",
+    "mean_ablate_units",
     "project_out",
     "sweep",
+    "unit_means",
     "zero_neurons",
     "zero_weights",
 ]
@@ -241,7 +245,9 @@ class WeightEdit:
 
 def _check_fingerprint(model: Any, fingerprint: str | None, what: str) -> str:
     base = base_fingerprint(model)
-    if fingerprint is not None and fingerprint != base:
+    # function-preserving surgery (add_mlp_bias) maps the new fingerprint to the old one
+    alias = getattr(model, "_spin_fingerprint_aliases", {}).get(base)
+    if fingerprint is not None and fingerprint != base and fingerprint != alias:
         raise ValueError(
             f"the {what} was computed on model {fingerprint}, but this model is {base}: "
             "rescore on this model"
@@ -340,6 +346,167 @@ def zero_neurons(model: Any, neuron_selection: Selection) -> WeightEdit:
         "mode": neuron_selection.meta.get("mode"),
     }
     return WeightEdit(model, edit_changes, meta)
+
+
+# --------------------------------------------------------------------------------------------------
+# mean-ablation of MLP units
+
+_DOWN_NAMES = ("down_proj", "c_proj", "fc2", "w2")
+_UP_NAMES = ("gate_proj", "up_proj", "c_fc", "fc1", "w1", "w3")
+_DOWN_RE = re.compile(r"\.mlp\.(" + "|".join(_DOWN_NAMES) + r")\.weight$")
+_MLP_LINEAR_RE = re.compile(r"\.mlp\.(" + "|".join(_DOWN_NAMES + _UP_NAMES) + r")\.weight$")
+
+
+def add_mlp_bias(model: Any) -> Any:
+    """Give every MLP projection a zero bias, so that mean-ablation becomes a weight edit.
+
+    Llama-style MLPs (Llama, SmolLM2) have no biases: replacing a unit by a constant then has no
+    weight that can carry the constant. This surgery registers all-zero biases on the gate, up
+    and down projections and sets ``config.mlp_bias = True``, so the model computes exactly the
+    same function (adding zeros), exports as a standard HF Llama with ``mlp_bias`` and accepts
+    :func:`mean_ablate_units`. Selections and scores computed before the surgery stay valid: the
+    new fingerprint is recorded as an alias of the old one. Models whose MLPs already have a
+    down-projection bias (GPT-2) are returned unchanged.
+
+    Raises:
+        ValueError: an edit is applied, or the architecture's config has no ``mlp_bias`` switch
+            (Qwen2, Mistral, Gemma: their MLP biases are fixed off in transformers).
+    """
+    import torch.nn as nn
+
+    if _stack(model):
+        raise ValueError("revert the applied edits before adding MLP biases")
+    params = hf_parameters(model)
+    downs = [n for n in params if _DOWN_RE.search(n)]
+    if downs and all(n[: -len("weight")] + "bias" in params for n in downs):
+        return model
+    hf = hf_model_of(model)
+    if not hasattr(hf.config, "mlp_bias"):
+        raise ValueError(
+            f"{type(hf.config).__name__} has no mlp_bias option: its MLPs cannot carry a bias in "
+            "transformers, so mean-ablation cannot be a weight edit for this architecture"
+        )
+    before = model_fingerprint(model)
+    owner = {id(m.weight): m for m in hf.modules() if isinstance(m, nn.Linear)}
+    for name, w in params.items():
+        if not _MLP_LINEAR_RE.search(name):
+            continue
+        module = owner.get(id(w))
+        if module is None:
+            raise RuntimeError(f"cannot find the linear module that owns {name}")
+        if module.bias is None:
+            module.bias = nn.Parameter(
+                torch.zeros(module.out_features, dtype=w.dtype, device=w.device),
+                requires_grad=w.requires_grad,
+            )
+    hf.config.mlp_bias = True
+    for cached in ("_spin_hf_keys", "_spin_fingerprint_cache"):
+        if hasattr(model, cached):
+            delattr(model, cached)
+    after = model_fingerprint(model)
+    aliases = getattr(model, "_spin_fingerprint_aliases", {})
+    aliases[after] = aliases.get(before, before)
+    model._spin_fingerprint_aliases = aliases
+    return model
+
+
+def _down_of(model: Any, module: str) -> tuple[str, str]:
+    params = hf_parameters(model)
+    for k in _DOWN_NAMES:
+        w = f"{module}.{k}.weight"
+        if w in params:
+            b = f"{module}.{k}.bias"
+            if b not in params:
+                raise ValueError(
+                    f"{w} has no bias, so a unit's mean cannot be written into the model: call "
+                    "spin_interp.ablate.add_mlp_bias(model) first (Llama-style MLPs)"
+                )
+            return w, b
+    raise ValueError(f"no MLP down projection found under {module!r}")
+
+
+@torch.no_grad()
+def unit_means(
+    model: Any,
+    examples: Sequence[Any],
+    neuron_selection: Selection,
+    positions: str = "all",
+    format: str = "chat",
+    max_len: int | None = 512,
+    progress: bool = False,
+) -> dict[str, torch.Tensor]:
+    """Mean activation of each selected MLP unit over ``examples`` (e.g. the general set).
+
+    Each example contributes the mean of the unit over its ``positions`` (``"all"`` or
+    ``"response"``; read at ``blocks.L.mlp.hook_post``, the input of the down projection) and
+    the examples are averaged with equal weight. Returns ``{module: means}`` with the means in
+    the order of ``neuron_selection.indices[module]``.
+    """
+    from spin_interp.graph import candidate_units, collect_unit_activations
+
+    acts = collect_unit_activations(
+        model,
+        examples,
+        neuron_selection,
+        positions=positions,
+        format=format,
+        max_len=max_len,
+        progress=progress,
+    ).mean(0)
+    column = {(mod, u): i for i, (_, mod, u) in enumerate(candidate_units(model, neuron_selection))}
+    return {
+        mod: torch.stack([acts[column[(mod, int(u))]] for u in idx.tolist()])
+        for mod, idx in neuron_selection.indices.items()
+        if idx.numel()
+    }
+
+
+@torch.no_grad()
+def mean_ablate_units(
+    model: Any, neuron_selection: Selection, means: Mapping[str, torch.Tensor]
+) -> WeightEdit:
+    """An edit that replaces each selected MLP unit by a constant: its mean activation.
+
+    Unit ``j`` of an MLP writes ``a_j * W_down[:, j]`` into the residual stream; mean-ablation
+    replaces ``a_j`` by ``m_j`` for every token. As weights: column ``j`` of the down projection
+    becomes zero and ``m_j * W_down[:, j]`` is added to its bias (``W[j, :]`` rows for GPT-2's
+    Conv1D). The input rows (gate/up) are left alone: once the down column is zero they have no
+    effect. The edit reverts bit-for-bit and exports like any :class:`WeightEdit`.
+
+    Args:
+        model: a bridge; Llama-style MLPs need :func:`add_mlp_bias` first.
+        neuron_selection: MLP units (keys ``model.layers.L.mlp``).
+        means: ``{module: means}`` aligned with the selection's indices, e.g. from
+            :func:`unit_means` on the general set.
+    """
+    base = _check_fingerprint(model, neuron_selection.fingerprint, "neuron selection")
+    params = hf_parameters(model)
+    changes: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    for module, units in neuron_selection.indices.items():
+        if units.numel() == 0:
+            continue
+        if not re.search(r"\.mlp$", module):
+            raise ValueError(f"{module!r} is not an MLP module: mean-ablation is for MLP units")
+        m = torch.as_tensor(means[module], dtype=torch.float64).reshape(-1)
+        if m.numel() != units.numel():
+            raise ValueError(f"{module}: {units.numel()} units but {m.numel()} means")
+        w_name, b_name = _down_of(model, module)
+        W = params[w_name].detach().to(torch.float64)
+        if weight_layout(model, w_name) == "in_out":  # Conv1D: [d_mlp, d_model]
+            W = W.T
+        shift = W[:, units] @ m  # [d_model]
+        bias = params[b_name].detach()
+        new_bias = (bias.to(torch.float64) + shift).to(bias.dtype)
+        cols = neuron_weight_entries(model, module, units)[w_name]
+        changes[w_name] = (cols, torch.zeros(cols.numel()))
+        changes[b_name] = (torch.arange(bias.numel()), new_bias.reshape(-1).cpu())
+    meta = {
+        "kind": "mean_ablate_units",
+        "model_fingerprint": base,
+        "units": neuron_selection.count(),
+        "mode": neuron_selection.meta.get("mode"),
+    }
+    return WeightEdit(model, changes, meta)
 
 
 # --------------------------------------------------------------------------------------------------

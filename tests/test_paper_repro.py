@@ -111,6 +111,7 @@ def test_variants_smoke(tmp_path, tiny_folder):
         "smollm2_variants", ROOT / "paper_repro/smollm2/variants.py"
     )
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses resolve annotations through sys.modules
     spec.loader.exec_module(mod)
     res, md = tmp_path / "results", tmp_path / "VARIANTS.md"
     args = [
@@ -130,8 +131,22 @@ def test_variants_smoke(tmp_path, tiny_folder):
     assert {"paper", "random(paper)", "soft", "paper+guard0.9", "paper scale0.5"} <= set(names)
     rows = {r["name"]: r for r in out["rows"]}
     assert rows["paper"]["entries"] == rows["random(paper)"]["entries"]
+    new = {"paper-G2", "paper cap2/matrix", "paper N=4", "coupled heads", "graph hubs 8 units"}
+    assert new | {"MI-guided 8 units mean-abl.", "SFT(privacy)+paper"} <= set(names)
+    for a, b in [("paper-G2", "random(paper-G2)"), ("coupled heads", "random(heads)")]:
+        assert rows[a]["entries"] == rows[b]["entries"]
+    # the edit on the fine-tuned model is paired with the fine-tuned model, not the original
+    assert rows["SFT(privacy)+paper"]["vs"] == "SFT(privacy)"
+    assert rows["SFT(privacy)"]["vs"] == "original"
+    assert out["best_on_val"] and len(out["eval_confirmation"]) >= 1
     assert "Verdict" in md.read_text() and "SMOKE RUN" in md.read_text()
     # reporting only what is cached reproduces the same rows without evaluating anything
     assert mod.main(args + ["--cached-only"]) == 0
     again = json.loads((res / "variants.json").read_text())
     assert again["rows"] == out["rows"] and again["not_run"] == []
+    # the figure script redraws from a redirected results folder into a redirected figures folder
+    figs = importlib.util.spec_from_file_location("make_figures", ROOT / "figures/make_figures.py")
+    fmod = importlib.util.module_from_spec(figs)
+    figs.loader.exec_module(fmod)
+    assert fmod.main(["--results", str(res), "--out", str(tmp_path / "figs")]) == 0
+    assert (tmp_path / "figs" / "variants_pareto.png").stat().st_size > 1000
