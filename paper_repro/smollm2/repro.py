@@ -367,7 +367,7 @@ def write_results(summary: dict[str, Any], path_md: Path, smoke: bool) -> None:
     lines += [
         f"Compute recorded in the saved artifacts (evaluations, scoring, fine-tuning): "
         f"{summary.get('compute_seconds', 0) / 60:.0f} min with {torch.get_num_threads()} torch "
-        "thread; the 2 cores were shared with other jobs during most of this run. This "
+        "thread(s), summed over stages (other jobs may have shared the cores). This "
         f"invocation took {summary.get('seconds', 0) / 60:.1f} min (cached stages are reused)."
     ]
     path_md.write_text("\n".join(lines) + "\n")
@@ -408,6 +408,24 @@ def verdict(summary: dict[str, Any]) -> str:
             ". The keyword judge counts refusals as awareness, so the open-ended fairness rate "
             "moves with the refusal habit SFT teaches."
         )
+    mix = st.get("sft_full_mixture", {}).get("metrics")
+    if mix and sft:
+        b_mix, b_sft = mix["bbq_ambig_accuracy"], sft["bbq_ambig_accuracy"]
+        p_mix = mix["privacy_awareness"]
+        out.append(
+            "- Fine-tuning on the privacy+fairness mixture (same recipe, half the privacy data "
+            f"replaced by BBQ data): privacy awareness {p_mix['diff']:+.3f}, BBQ ambiguous "
+            f"accuracy {b_mix['diff']:+.3f} (CI [{b_mix['ci'][0]:+.3f}, {b_mix['ci'][1]:+.3f}]) "
+            f"against {b_sft['diff']:+.3f} after privacy-only SFT; "
+            + (
+                "the BBQ change differs from 0"
+                if _sig(mix, "bbq_ambig_accuracy")
+                else "neither BBQ change is distinguishable from 0 at this sample size"
+                if not _sig(sft, "bbq_ambig_accuracy")
+                else "the mixture's BBQ change is not distinguishable from 0"
+            )
+            + "."
+        )
     for name, s in st.items():
         m = s["metrics"]
         parts = []
@@ -423,17 +441,28 @@ def verdict(summary: dict[str, Any]) -> str:
     return "\n".join(out) if out else "(pending)"
 
 
-def compute_seconds(out: Path) -> float:
-    """CPU-bound work recorded in the saved artifacts: evaluations, scoring and fine-tuning."""
+def compute_seconds(out: Path, cfg: dict[str, Any]) -> float:
+    """CPU-bound work of this script recorded in the saved artifacts: evaluations, scoring and
+    fine-tuning (the variants study's reports and scores, kept in the same folder, are not
+    counted)."""
     total = 0.0
     for path in (out / "reports").glob("*/*.json"):
+        if path.name.startswith("variant_"):
+            continue
         d = json.loads(path.read_text())
         if path.name.endswith(".info.json"):
             total += float(d.get("seconds") or 0.0)
         else:
             total += float(sum((d.get("timings") or {}).values()))
+    ours = {
+        f"{b}_{kind}_{n}.safetensors"
+        for b in ("fairness", "privacy", "general")
+        for kind in ("safe", "unsafe")
+        for n in [cfg["n_score"], *cfg["limited_n"]]
+    }
     for path in (out / "scores").glob("*.safetensors"):
-        total += float(WeightScores.load(path).meta.get("seconds") or 0.0)
+        if path.name in ours:
+            total += float(WeightScores.load(path).meta.get("seconds") or 0.0)
     return total
 
 
@@ -465,7 +494,7 @@ def main(argv: list[str] | None = None) -> int:
         | {"config": cfg, "chosen_q": q, "seconds": time.perf_counter() - t0, "smoke": args.smoke},
     )
     summary["verdict"] = verdict(summary)
-    summary["compute_seconds"] = compute_seconds(args.out)
+    summary["compute_seconds"] = compute_seconds(args.out, cfg)
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     write_results(summary, args.results / "RESULTS.md", args.smoke)
