@@ -142,37 +142,50 @@ def build(r: Any, q: float) -> dict[str, Setting]:
     return v
 
 
-def _general2(r: Any) -> Any:
-    """SNIP scores of a second general sample, disjoint from the scoring sample."""
+def _cached_scores(r: Any, stem: str, behaviour: str, score: Callable, skip: int = 0) -> Any:
+    """Scores of ``n_score`` score-split examples (after the first ``skip``), cached as ``stem``."""
     from spin_interp.attribution import WeightScores
 
-    n = r.cfg["n_score"]
-    path = r.scores_dir / f"general2_safe_{n}.safetensors"
+    path = r.scores_dir / f"{stem}.safetensors"
     if path.exists():
-        return r.restrict(WeightScores.load(path), "mlp")
-    exs = si.data.load_behaviour("general", split="score", n=2 * n, seed=r.cfg["seed"])[n:]
-    s = si.score_weights(
-        r.model, exs, targets=r.cfg["targets"], keep_fraction=r.cfg["keep_fraction"], progress=False
-    )
+        return WeightScores.load(path)
+    n = r.cfg["n_score"]
+    exs = si.data.load_behaviour(behaviour, split="score", n=skip + n, seed=r.cfg["seed"])[skip:]
+    s = score(exs)
     s.save(path)
+    return s
+
+
+def _general2(r: Any) -> Any:
+    """SNIP scores of a second general sample, disjoint from the scoring sample."""
+    n = r.cfg["n_score"]
+    s = _cached_scores(
+        r,
+        f"general2_safe_{n}",
+        "general",
+        lambda exs: si.score_weights(
+            r.model,
+            exs,
+            targets=r.cfg["targets"],
+            keep_fraction=r.cfg["keep_fraction"],
+            progress=False,
+        ),
+        skip=n,  # a sample for a larger n starts with the sample for a smaller one
+    )
     return r.restrict(s, "mlp")
 
 
 def _coupled_heads(r: Any) -> Selection:
-    """(F ∩ P) \\ G over attention heads scored by attribution (top 10% of each layer's heads)."""
-    from spin_interp.attribution import WeightScores
-
-    scores = []
-    for b in ("fairness", "privacy", "general"):
-        path = r.scores_dir / f"heads_{b}_{r.cfg['n_score']}.safetensors"
-        if path.exists():
-            scores.append(WeightScores.load(path))
-            continue
-        exs = si.data.load_behaviour(b, split="score", n=r.cfg["n_score"], seed=r.cfg["seed"])
-        s = si.score_neurons(r.model, exs, targets="attn", progress=False)
-        s.save(path)
-        scores.append(s)
-    f, p, g = scores
+    """(F ∩ P) \\ G over attention heads scored by attribution (top 20% of each layer's heads)."""
+    f, p, g = (
+        _cached_scores(
+            r,
+            f"heads_{b}_{r.cfg['n_score']}",
+            b,
+            lambda exs: si.score_neurons(r.model, exs, targets="attn", progress=False),
+        )
+        for b in ("fairness", "privacy", "general")
+    )
     frac = 0.5 if r.smoke else 0.2
     return select_coupled(p, f, g, p=frac, q=frac)
 
@@ -235,21 +248,17 @@ def _sft_model(r: Any) -> Any:
 
 def _coupled_on(r: Any, model: Any, tag: str, q: float) -> Selection:
     """The paper's selection with every score recomputed on ``model`` (another edit point)."""
-    from spin_interp.attribution import WeightScores
-
-    out = []
-    for b in ("fairness", "privacy", "general"):
-        path = r.scores_dir / f"{tag}_{b}_safe_{r.cfg['n_score']}.safetensors"
-        if path.exists():
-            out.append(WeightScores.load(path))
-            continue
-        exs = si.data.load_behaviour(b, split="score", n=r.cfg["n_score"], seed=r.cfg["seed"])
-        s = si.score_weights(
-            model, exs, targets="mlp", keep_fraction=r.cfg["keep_fraction"], progress=False
+    f, p, g = (
+        _cached_scores(
+            r,
+            f"{tag}_{b}_safe_{r.cfg['n_score']}",
+            b,
+            lambda exs: si.score_weights(
+                model, exs, targets="mlp", keep_fraction=r.cfg["keep_fraction"], progress=False
+            ),
         )
-        s.save(path)
-        out.append(s)
-    f, p, g = out
+        for b in ("fairness", "privacy", "general")
+    )
     return select_coupled(p, f, g, p=q, q=q)
 
 
