@@ -140,8 +140,25 @@ def test_variants_smoke(tmp_path, tiny_folder):
     assert rows["SFT(privacy)"]["vs"] == "original"
     assert out["best_on_val"] and len(out["eval_confirmation"]) >= 1
     assert "Verdict" in md.read_text() and "SMOKE RUN" in md.read_text()
-    # reporting only what is cached reproduces the same rows without evaluating anything
+    # reporting only what is cached reproduces the same rows without evaluating anything; the
+    # mechanism analysis, once saved, is summarised at the top
+    mech = {
+        "profile": {"magnitude_ratio": 4.25},
+        "coupling_mi": [{"layer": 1, "delta": -0.02, "delta_ci": [-0.1, 0.05]}],
+        "graph": {
+            "nodes": 9,
+            "edges": 20,
+            "density": 0.3,
+            "components": 1,
+            "communities": 2,
+            "modularity": 0.1,
+        },
+    }
+    (res / "mechanism.json").write_text(json.dumps(mech))
     assert mod.main(args + ["--cached-only"]) == 0
+    text = md.read_text()
+    assert "## Why" in text and "4.2× the mean |W|" in text and "-0.020 (layer 1)" in text
+    (res / "mechanism.json").unlink()  # a partial file: the figure script needs the real one
     again = json.loads((res / "variants.json").read_text())
     assert again["rows"] == out["rows"] and again["not_run"] == []
     # the figure script redraws from a redirected results folder into a redirected figures folder
