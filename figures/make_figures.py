@@ -50,12 +50,28 @@ def _save(fig: Any, name: str) -> None:
 
 
 def _label_points(ax: Any, points: list[tuple[float, float, str]]) -> None:
-    """One label per location: settings that land on the same point share it."""
+    """One label per location (settings on the same point share it); a label whose neighbour on
+    the left sits at about the same height goes below its point instead of above."""
     groups: dict[tuple[float, float], list[str]] = {}
     for x, y, name in points:
         groups.setdefault((round(x, 4), round(y, 4)), []).append(name)
-    for (x, y), names in groups.items():
-        ax.annotate("\n".join(names), (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    placed: list[tuple[float, float, bool]] = []
+    for (x, y), names in sorted(groups.items()):
+        crowded = any(
+            abs(x - px) < 0.15 * (x1 - x0) and abs(y - py) < 0.04 * (y1 - y0) and up
+            for px, py, up in placed
+        )
+        up = not crowded
+        ax.annotate(
+            "\n".join(names),
+            (x, y),
+            fontsize=7,
+            xytext=(3, 3) if up else (3, -4),
+            textcoords="offset points",
+            va="bottom" if up else "top",
+        )
+        placed.append((x, y, up))
 
 
 def _kind(name: str) -> tuple[str, str]:
@@ -207,7 +223,8 @@ def mechanism_figures(mech: dict[str, Any]) -> None:
 
 
 def variants(data: dict[str, Any]) -> None:
-    rows = data.get("rows", [])
+    # baselines that edit nothing (the fine-tuned model itself) are in VARIANTS.md, not here
+    rows = [r for r in data.get("rows", []) if r.get("entries", 1) > 0]
     if not rows:
         return
     fig, ax = plt.subplots(figsize=(8, 6.5))
@@ -238,7 +255,14 @@ def variants(data: dict[str, Any]) -> None:
                 edgecolors="k",
                 linewidths=0.5,
             )
-    _label_points(ax, [(r["d_fairness"], r["d_privacy"], r["name"]) for r in rows])
+    _label_points(
+        ax,
+        [
+            (r["d_fairness"], r["d_privacy"], r["name"])
+            for r in rows
+            if not r["name"].startswith("random") and not r["name"].endswith("+random")
+        ],
+    )
     ax.axhline(0, color="k", lw=0.6)
     ax.axvline(0, color="k", lw=0.6)
     ax.annotate(

@@ -345,8 +345,11 @@ def qualifies(x: dict[str, Any]) -> bool:
     )
 
 
-def is_control(name: str) -> bool:
-    return name.startswith("random") or name.endswith("+random")
+def is_variant(x: dict[str, Any]) -> bool:
+    """A row that edits something and is not a random control (baselines such as the
+    fine-tuned model itself edit nothing)."""
+    name = x["name"]
+    return x["entries"] > 0 and not (name.startswith("random") or name.endswith("+random"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -391,10 +394,8 @@ def main(argv: list[str] | None = None) -> int:
             not_run.append(name)
             continue
         rows.append(row(name, base, rep, entries, setting.base))
-    winners = [x for x in rows if qualifies(x) and not is_control(x["name"])]
-    eligible = [
-        x for x in rows if within_budget(x) and not is_control(x["name"]) and x["entries"] > 0
-    ]
+    winners = [x for x in rows if qualifies(x) and is_variant(x)]
+    eligible = [x for x in rows if within_budget(x) and is_variant(x)]
     best = max(eligible, key=lambda x: x["d_fairness"] + x["d_privacy"], default=None)
     to_confirm = {x["name"] for x in winners} | ({best["name"]} if best else set())
     confirmed = []
