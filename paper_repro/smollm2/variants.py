@@ -426,6 +426,7 @@ def main(argv: list[str] | None = None) -> int:
         "best_on_val": best["name"] if best else None,
         "eval_confirmation": confirmed,
         "seconds": time.perf_counter() - t0,
+        "eval_seconds": _recorded_seconds(r, settings),
         "smoke": args.smoke,
         "ppl_budget": PPL_BUDGET,
         "n_large": sizes(r)[0],
@@ -436,6 +437,17 @@ def main(argv: list[str] | None = None) -> int:
     write_md(out, args.md)
     print(args.md.read_text())
     return 0
+
+
+def _recorded_seconds(r: Any, settings: dict[str, Setting]) -> float:
+    """Evaluation time recorded beside the cached reports of these settings (both splits)."""
+    total = 0.0
+    for split in ("val", "eval"):
+        for name in settings:
+            info = _report_path(r, name, split).with_suffix(".info.json")
+            if info.exists():
+                total += float(json.loads(info.read_text()).get("seconds") or 0.0)
+    return total
 
 
 def mechanism_facts(path: Path) -> dict[str, Any] | None:
@@ -593,7 +605,16 @@ def write_md(out: dict[str, Any], path: Path) -> None:
             "",
             "Planned but not evaluated in this run: " + ", ".join(out["not_run"]) + ".",
         ]
-    lines += ["", f"Run time of this invocation: {out['seconds'] / 60:.1f} min."]
+    lines += [
+        "",
+        "Not in this study: SAE latents / residual directions. `spin_interp.sae` and "
+        "`spin_interp.ablate.project_out` implement and test them, but no SAE for SmolLM2 is "
+        "available offline and training one on 2 CPU cores did not fit the budget.",
+        "",
+        f"Evaluation time recorded with the cached reports: {out['eval_seconds'] / 60:.0f} min "
+        "(1 torch thread; scoring and fine-tuning come on top). Run time of this invocation: "
+        f"{out['seconds'] / 60:.1f} min (cached settings are reused).",
+    ]
     path.write_text("\n".join(lines) + "\n")
 
 
