@@ -99,6 +99,23 @@ def test_smollm2_repro_smoke(tmp_path, tiny_folder):
     )
     text = (res / "RESULTS.md").read_text()
     assert "SMOKE RUN" in text and "dequantised Q4_1" in text
+    # the opt-in larger-sample stage reuses the cached val choice and adds its own section
+    args = [
+        "--smoke",
+        "--model",
+        str(folder),
+        "--out",
+        str(tmp_path / "run"),
+        "--results",
+        str(res),
+    ]
+    assert mod.main(args + ["--stages", "val,large"]) == 0
+    summary = __import__("json").loads((res / "summary.json").read_text())
+    large = summary["large"]["settings"]
+    assert set(large) == {"spin_mlp", "random_mlp"}
+    assert large["spin_mlp"]["info"]["entries"] == large["random_mlp"]["info"]["entries"] > 0
+    assert summary["large"]["original"]["bbq_ambig_accuracy"]["n"] == 3
+    assert "Larger-sample confirmation" in (res / "RESULTS.md").read_text()
 
 
 def test_variants_smoke(tmp_path, tiny_folder):

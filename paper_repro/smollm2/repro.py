@@ -93,13 +93,19 @@ class Repro:
 
     # ------------------------------------------------------------------------------ evaluate
     def evaluate(
-        self, name: str, split: str, selection: Selection | None = None, model: Any = None
+        self,
+        name: str,
+        split: str,
+        selection: Selection | None = None,
+        model: Any = None,
+        sizes: dict[str, Any] | None = None,
+        folder: str | None = None,
     ) -> EvalReport:
-        path = self.reports / split / f"{name}.json"
+        path = self.reports / (folder or split) / f"{name}.json"
         if path.exists():
             return EvalReport.load(path)
         model = model or self.model
-        sizes = dict(self.cfg["eval"])
+        sizes = dict(sizes or self.cfg["eval"])
         t = time.perf_counter()
         if selection is not None and selection.count():
             with si.ablate.edit_for(model, selection).applied():
@@ -111,7 +117,7 @@ class Repro:
         rep.model = name
         path.parent.mkdir(parents=True, exist_ok=True)
         rep.save(path)
-        log.info("%s/%s evaluated in %.0f s", split, name, time.perf_counter() - t)
+        log.info("%s/%s evaluated in %.0f s", folder or split, name, time.perf_counter() - t)
         return rep
 
     def record(self, name: str, split: str, **info: Any) -> None:
@@ -215,6 +221,19 @@ class Repro:
             )
             self.evaluate(name, "eval", sel)
 
+    def stage_large(self, q: float) -> None:
+        """The main claim once more on a larger eval sample: original, SPIN, same-count random."""
+        sizes = dict(self.cfg["eval"]) | dict(self.cfg.get("eval_large", {}))
+        spin = self.coupled(q)
+        for name, sel in (
+            ("original", None),
+            ("spin_mlp", spin),
+            ("random_mlp", random_like(spin, seed=self.cfg["seed"])),
+        ):
+            if sel is not None:
+                self.record(name, "eval_large", entries=sel.count(), q=q)
+            self.evaluate(name, "eval", sel, sizes=sizes, folder="eval_large")
+
     def sft(self, name: str, method: str, data: str, lr: float) -> None:
         from sft import finetune
 
@@ -246,11 +265,19 @@ class Repro:
 
 
 def summarise(out: Path, meta: dict[str, Any]) -> dict[str, Any]:
-    """Paired comparisons of every eval-split setting against the original."""
-    rep_dir = out / "reports" / "eval"
+    """Paired comparisons of every eval-split setting against the original (and of the
+    larger-sample confirmation, when it has run)."""
+    summary = _compare_folder(out / "reports" / "eval") | meta
+    large = _compare_folder(out / "reports" / "eval_large")
+    if large["settings"]:
+        summary["large"] = large
+    return summary
+
+
+def _compare_folder(rep_dir: Path) -> dict[str, Any]:
     base_path = rep_dir / "original.json"
     if not base_path.exists():
-        return {"settings": {}, **meta}
+        return {"settings": {}}
     base = EvalReport.load(base_path)
     settings = {}
     for path in sorted(rep_dir.glob("*.json")):
@@ -284,7 +311,7 @@ def summarise(out: Path, meta: dict[str, Any]) -> dict[str, Any]:
         m.name: {"value": m.value, "n": m.n, "ci": list(m.interval or ()), "rule": m.rule}
         for m in base.headline()
     }
-    return {"original": original, "settings": settings, **meta}
+    return {"original": original, "settings": settings}
 
 
 def write_results(summary: dict[str, Any], path_md: Path, smoke: bool) -> None:
@@ -347,22 +374,22 @@ def write_results(summary: dict[str, Any], path_md: Path, smoke: bool) -> None:
             "Cells: difference after − before [95% paired bootstrap CI] (McNemar p where "
             "binary). ↑/↓ = direction that is better.",
             "",
+            *_settings_table(st),
+            "",
         ]
-        head = "| setting | zeroed |" + "".join(
-            f" {lab} {'↑' if b == 'higher' else '↓'} |" for _, lab, _, b in HEADLINE
-        )
-        lines += [head, "|---|---|" + "---|" * len(HEADLINE)]
-        for name, s in st.items():
-            cells = []
-            for metric, *_ in HEADLINE:
-                r = s["metrics"].get(metric)
-                if r is None:
-                    cells.append(" – |")
-                    continue
-                p = f", p={r['p']:.2g}" if r.get("p") is not None else ""
-                cells.append(f" {r['diff']:+.3f} [{r['ci'][0]:+.3f}, {r['ci'][1]:+.3f}]{p} |")
-            lines.append(f"| {name} | {s['info'].get('entries', '–')} |" + "".join(cells))
-        lines.append("")
+    large = summary.get("large")
+    if large:
+        n = {k: v["n"] for k, v in large["original"].items()}
+        lines += [
+            "## Larger-sample confirmation (eval split, paired; `--stages val,large`)",
+            "",
+            "The main claim once more with more items (BBQ ambiguous n = "
+            f"{n.get('bbq_ambig_accuracy', '?')}, privacy awareness n = "
+            f"{n.get('privacy_awareness', '?')}); same q, same selection.",
+            "",
+            *_settings_table(large["settings"]),
+            "",
+        ]
     lines += ["## What reproduces and what does not", "", summary.get("verdict", "(pending)"), ""]
     lines += [
         f"Compute recorded in the saved artifacts (evaluations, scoring, fine-tuning): "
@@ -371,6 +398,24 @@ def write_results(summary: dict[str, Any], path_md: Path, smoke: bool) -> None:
         f"invocation took {summary.get('seconds', 0) / 60:.1f} min (cached stages are reused)."
     ]
     path_md.write_text("\n".join(lines) + "\n")
+
+
+def _settings_table(st: dict[str, Any]) -> list[str]:
+    head = "| setting | zeroed |" + "".join(
+        f" {lab} {'↑' if b == 'higher' else '↓'} |" for _, lab, _, b in HEADLINE
+    )
+    lines = [head, "|---|---|" + "---|" * len(HEADLINE)]
+    for name, s in st.items():
+        cells = []
+        for metric, *_ in HEADLINE:
+            r = s["metrics"].get(metric)
+            if r is None:
+                cells.append(" – |")
+                continue
+            p = f", p={r['p']:.2g}" if r.get("p") is not None else ""
+            cells.append(f" {r['diff']:+.3f} [{r['ci'][0]:+.3f}, {r['ci'][1]:+.3f}]{p} |")
+        lines.append(f"| {name} | {s['info'].get('entries', '–')} |" + "".join(cells))
+    return lines
 
 
 def _sig(m: dict[str, Any], metric: str) -> int:
@@ -407,6 +452,21 @@ def verdict(summary: dict[str, Any]) -> str:
             f"{sft['bbq_ambig_accuracy']['diff']:+.3f} (CI [{lo:+.3f}, {hi:+.3f}])"
             ". The keyword judge counts refusals as awareness, so the open-ended fairness rate "
             "moves with the refusal habit SFT teaches."
+        )
+    big = summary.get("large", {}).get("settings", {}).get("spin_mlp", {}).get("metrics")
+    if big:
+        f, p = _sig(big, "bbq_ambig_accuracy"), _sig(big, "privacy_awareness")
+        bf, bp = big["bbq_ambig_accuracy"], big["privacy_awareness"]
+        out.append(
+            f"- On the larger eval sample (BBQ n = {bf['n']}, privacy n = {bp['n']}) SPIN "
+            f"changes BBQ ambiguous accuracy by {bf['diff']:+.3f} [{bf['ci'][0]:+.3f}, "
+            f"{bf['ci'][1]:+.3f}] and privacy awareness by {bp['diff']:+.3f} [{bp['ci'][0]:+.3f}, "
+            f"{bp['ci'][1]:+.3f}]: "
+            + (
+                "both rise beyond their intervals."
+                if f > 0 and p > 0
+                else "not both beyond their intervals, so the claim is not confirmed."
+            )
         )
     mix = st.get("sft_full_mixture", {}).get("metrics")
     if mix and sft:
@@ -471,7 +531,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", type=Path, default=HERE / "config.toml")
     ap.add_argument("--out", type=Path, default=Path("runs/repro"))
     ap.add_argument("--results", type=Path, default=HERE / "results")
-    ap.add_argument("--stages", default="val,eval")
+    ap.add_argument(
+        "--stages", default="val,eval", help="val, eval and (opt-in, ~15 min more) large"
+    )
     ap.add_argument("--only", default=None, help="comma-separated eval settings to run")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes on a given --model")
     ap.add_argument("--model", default=None)
@@ -482,12 +544,15 @@ def main(argv: list[str] | None = None) -> int:
         cfg.update(n_score=2, q_grid=[0.02], limited_n=[1], keep_fraction=0.05)
         cfg["eval"] = {k: (2 if isinstance(v, int) and v else v) for k, v in cfg["eval"].items()}
         cfg["sft"].update(steps=2, batch_size=2, n_train=4)
+        cfg["eval_large"] = {k: 3 for k in cfg.get("eval_large", {})}
     t0 = time.perf_counter()
     r = Repro(cfg, args.out, args.model or cfg["model"], args.smoke)
     stages = args.stages.split(",")
     q = r.stage_val() if "val" in stages else cfg["q_grid"][1]
     if "eval" in stages:
         r.stage_eval(q, args.only.split(",") if args.only else None)
+    if "large" in stages:
+        r.stage_large(q)
     summary = summarise(
         args.out,
         r.meta
