@@ -281,7 +281,11 @@ def _compare_folder(rep_dir: Path) -> dict[str, Any]:
     base = EvalReport.load(base_path)
     settings = {}
     for path in sorted(rep_dir.glob("*.json")):
-        if path.name.endswith(".info.json") or path.stem == "original":
+        if (
+            path.name.endswith(".info.json")
+            or path.stem == "original"
+            or path.stem.startswith("variant_")
+        ):  # the variants study keeps its eval-split reports in the same folder
             continue
         cmp = base.compare(EvalReport.load(path))
         info_path = rep_dir / f"{path.stem}.info.json"
