@@ -9,14 +9,16 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _module():
-    spec = importlib.util.spec_from_file_location(
-        "paper7b_run", ROOT / "paper_repro/paper7b/run.py"
-    )
+def _load_script(name: str, path: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / path)
     mod = importlib.util.module_from_spec(spec)
-    sys.modules["paper7b_run"] = mod
+    sys.modules[spec.name] = mod  # dataclasses resolve annotations through sys.modules
     spec.loader.exec_module(mod)
     return mod
+
+
+def _module():
+    return _load_script("paper7b_run", "paper_repro/paper7b/run.py")
 
 
 def test_dry_run_all_configs(capsys):
@@ -62,29 +64,24 @@ def tiny_folder(tmp_path):
     return folder
 
 
+def _smoke_args(folder, tmp_path, res) -> list[str]:
+    return [
+        "--smoke",
+        "--model",
+        str(folder),
+        "--out",
+        str(tmp_path / "run"),
+        "--results",
+        str(res),
+    ]
+
+
 def test_smollm2_repro_smoke(tmp_path, tiny_folder):
     """The CPU reproduction end to end at tiny sizes on a tiny model (numbers mean nothing)."""
-    folder = tiny_folder
-    spec = importlib.util.spec_from_file_location(
-        "smollm2_repro", ROOT / "paper_repro/smollm2/repro.py"
-    )
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = _load_script("smollm2_repro", "paper_repro/smollm2/repro.py")
     res = tmp_path / "results"
-    assert (
-        mod.main(
-            [
-                "--smoke",
-                "--model",
-                str(folder),
-                "--out",
-                str(tmp_path / "run"),
-                "--results",
-                str(res),
-            ]
-        )
-        == 0
-    )
+    args = _smoke_args(tiny_folder, tmp_path, res)
+    assert mod.main(args) == 0
     summary = __import__("json").loads((res / "summary.json").read_text())
     assert {
         "spin_mlp",
@@ -100,15 +97,6 @@ def test_smollm2_repro_smoke(tmp_path, tiny_folder):
     text = (res / "RESULTS.md").read_text()
     assert "SMOKE RUN" in text and "dequantised Q4_1" in text
     # the opt-in larger-sample stage reuses the cached val choice and adds its own section
-    args = [
-        "--smoke",
-        "--model",
-        str(folder),
-        "--out",
-        str(tmp_path / "run"),
-        "--results",
-        str(res),
-    ]
     assert mod.main(args + ["--stages", "val,large"]) == 0
     summary = __import__("json").loads((res / "summary.json").read_text())
     large = summary["large"]["settings"]
@@ -122,26 +110,10 @@ def test_variants_smoke(tmp_path, tiny_folder):
     """The variants study end to end at tiny sizes on a tiny model (numbers mean nothing)."""
     import json
 
-    folder = tiny_folder
     sys.path.insert(0, str(ROOT / "paper_repro/smollm2"))
-    spec = importlib.util.spec_from_file_location(
-        "smollm2_variants", ROOT / "paper_repro/smollm2/variants.py"
-    )
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(mod)
+    mod = _load_script("smollm2_variants", "paper_repro/smollm2/variants.py")
     res, md = tmp_path / "results", tmp_path / "VARIANTS.md"
-    args = [
-        "--smoke",
-        "--model",
-        str(folder),
-        "--out",
-        str(tmp_path / "run"),
-        "--results",
-        str(res),
-        "--md",
-        str(md),
-    ]
+    args = _smoke_args(tiny_folder, tmp_path, res) + ["--md", str(md)]
     assert mod.main(args) == 0
     out = json.loads((res / "variants.json").read_text())
     names = [r["name"] for r in out["rows"]]
@@ -179,8 +151,6 @@ def test_variants_smoke(tmp_path, tiny_folder):
     again = json.loads((res / "variants.json").read_text())
     assert again["rows"] == out["rows"] and again["not_run"] == []
     # the figure script redraws from a redirected results folder into a redirected figures folder
-    figs = importlib.util.spec_from_file_location("make_figures", ROOT / "figures/make_figures.py")
-    fmod = importlib.util.module_from_spec(figs)
-    figs.loader.exec_module(fmod)
+    fmod = _load_script("make_figures", "figures/make_figures.py")
     assert fmod.main(["--results", str(res), "--out", str(tmp_path / "figs")]) == 0
     assert (tmp_path / "figs" / "variants_pareto.png").stat().st_size > 1000
