@@ -339,13 +339,16 @@ def zero_neurons(model: Any, neuron_selection: Selection) -> WeightEdit:
     edit_changes = {
         n: (i, torch.zeros(i.numel(), dtype=params[n].dtype)) for n, i in changes.items()
     }
-    meta = {
-        "kind": "zero_neurons",
+    return WeightEdit(model, edit_changes, _unit_edit_meta("zero_neurons", base, neuron_selection))
+
+
+def _unit_edit_meta(kind: str, base: str, neuron_selection: Selection) -> dict[str, Any]:
+    return {
+        "kind": kind,
         "model_fingerprint": base,
         "units": neuron_selection.count(),
         "mode": neuron_selection.meta.get("mode"),
     }
-    return WeightEdit(model, edit_changes, meta)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -400,10 +403,9 @@ def add_mlp_bias(model: Any) -> Any:
                 requires_grad=w.requires_grad,
             )
     hf.config.mlp_bias = True
-    for cached in ("_spin_hf_keys", "_spin_fingerprint_cache"):
-        if hasattr(model, cached):
-            delattr(model, cached)
-    after = model_fingerprint(model)
+    if hasattr(model, "_spin_hf_keys"):  # the HF state-dict keys now include the biases
+        del model._spin_hf_keys
+    after = model_fingerprint(model)  # its cache is keyed by the (now longer) parameter list
     aliases = getattr(model, "_spin_fingerprint_aliases", {})
     aliases[after] = aliases.get(before, before)
     model._spin_fingerprint_aliases = aliases
@@ -500,13 +502,7 @@ def mean_ablate_units(
         cols = neuron_weight_entries(model, module, units)[w_name]
         changes[w_name] = (cols, torch.zeros(cols.numel()))
         changes[b_name] = (torch.arange(bias.numel()), new_bias.reshape(-1).cpu())
-    meta = {
-        "kind": "mean_ablate_units",
-        "model_fingerprint": base,
-        "units": neuron_selection.count(),
-        "mode": neuron_selection.meta.get("mode"),
-    }
-    return WeightEdit(model, changes, meta)
+    return WeightEdit(model, changes, _unit_edit_meta("mean_ablate_units", base, neuron_selection))
 
 
 # --------------------------------------------------------------------------------------------------

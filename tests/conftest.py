@@ -31,3 +31,14 @@ def smollm2():
     import spin_interp as si
 
     return si.load_model("smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):
+    """A tiny Llama with its tokenizer saved as a Hugging Face folder (loads with load_model)."""
+    from spin_interp.testing import tiny_hf_model, tiny_tokenizer
+
+    folder = tmp_path_factory.mktemp("tiny") / "llama"
+    tiny_hf_model("llama", n_layers=2).save_pretrained(folder)
+    tiny_tokenizer().save_pretrained(folder)
+    return folder

@@ -53,17 +53,6 @@ def test_table_layout():
     assert "| llama-2-7b-chat | SPIN (paper) | 0.5000 | 0.2500 | 0.7746 | 0.8432 | 7 |" in text
 
 
-@pytest.fixture()
-def tiny_folder(tmp_path):
-    """A tiny random Llama and its tokenizer saved as a Hugging Face folder."""
-    from spin_interp.testing import tiny_hf_model, tiny_tokenizer
-
-    folder = tmp_path / "tiny"
-    tiny_hf_model("llama", n_layers=2).save_pretrained(folder)
-    tiny_tokenizer().save_pretrained(folder)
-    return folder
-
-
 def _smoke_args(folder, tmp_path, res) -> list[str]:
     return [
         "--smoke",

@@ -11,16 +11,6 @@ from spin_interp.cli import main
 from spin_interp.pipeline import ConfigError, DatasetSpec, SpinConfig, run_spin
 
 
-@pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory):
-    from spin_interp.testing import tiny_hf_model, tiny_tokenizer
-
-    folder = tmp_path_factory.mktemp("tiny") / "llama"
-    tiny_hf_model("llama", n_layers=2).save_pretrained(folder)
-    tiny_tokenizer().save_pretrained(folder)
-    return folder
-
-
 def _cfg(tiny_folder, out, **kw):
     spec = DatasetSpec(n=2)
     return SpinConfig(

@@ -85,17 +85,6 @@ def _equal_bits(model, snap) -> bool:
 
 
 @pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory):
-    """A tiny Llama with its tokenizer saved as a Hugging Face folder (loads with load_model)."""
-    from spin_interp.testing import tiny_hf_model, tiny_tokenizer
-
-    folder = tmp_path_factory.mktemp("tiny") / "llama"
-    tiny_hf_model("llama", n_layers=2).save_pretrained(folder)
-    tiny_tokenizer().save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
 def score_files(tmp_path_factory):
     """Three small valid score files (same model fingerprint) for select / CLI tests."""
     folder = tmp_path_factory.mktemp("scores")
@@ -922,6 +911,11 @@ def test_random_toml_gives_config_or_config_error(text, top, tables, raw):
 # CLI: exit codes, one-line errors, --debug, fuzzing
 
 
+def _select_argv(score_files, out, files=("a", "b", "g"), p="0.25") -> list[str]:
+    paths = [str(score_files[k]) for k in files]
+    return ["select", *paths, "-o", str(out), "--p", p, "--q", "0.25"]
+
+
 def _run_cli(argv, capsys) -> tuple[int, str, str]:
     with pytest.raises(SystemExit) as e:
         main(argv)
@@ -937,18 +931,7 @@ def test_cli_runtime_failure_exit_1_and_debug(score_files, tmp_path, monkeypatch
 
     monkeypatch.setattr(select_mod, "select_coupled", broken)
     out = tmp_path / "sel.safetensors"
-    argv = [
-        "select",
-        str(score_files["a"]),
-        str(score_files["b"]),
-        str(score_files["g"]),
-        "-o",
-        str(out),
-        "--p",
-        "0.25",
-        "--q",
-        "0.25",
-    ]
+    argv = _select_argv(score_files, out)
     code, _, err = _run_cli(argv, capsys)
     assert code == 1 and "Traceback" not in err
     assert err.strip().splitlines() == [
@@ -987,54 +970,15 @@ def test_cli_validation_and_disk_errors(score_files, tmp_path, monkeypatch, caps
         (["score", "privacy", "-o", str(tmp_path)], "is a folder"),
         (["ablate", str(score_files["a"]), "-o", str(tmp_path / "m")], "'weight_scores' artifact"),
         (["eval", "--suite", "huge"], "unknown suite"),
-        (
-            [
-                "select",
-                str(score_files["a"]),
-                str(score_files["other"]),
-                str(score_files["g"]),
-                "-o",
-                str(out),
-                "--p",
-                "0.25",
-                "--q",
-                "0.25",
-            ],
-            "different models",
-        ),
-        (
-            [
-                "select",
-                str(score_files["a"]),
-                str(score_files["b"]),
-                str(score_files["g"]),
-                "-o",
-                str(out),
-                "--p",
-                "0",
-                "--q",
-                "0.25",
-            ],
-            "fraction in (0, 1]",
-        ),
+        (_select_argv(score_files, out, files=("a", "other", "g")), "different models"),
+        (_select_argv(score_files, out, p="0"), "fraction in (0, 1]"),
     ):
         code, _, err = _run_cli(argv, capsys)
         assert code == 2, (argv, err)
         assert msg in err and len(err.strip().splitlines()) == 1, err
     assert _listing(tmp_path) == []
     monkeypatch.setattr(safetensors.torch, "save_file", _partial_then(_raise_enospc))
-    argv = [
-        "select",
-        str(score_files["a"]),
-        str(score_files["b"]),
-        str(score_files["g"]),
-        "-o",
-        str(out),
-        "--p",
-        "0.25",
-        "--q",
-        "0.25",
-    ]
+    argv = _select_argv(score_files, out)
     code, _, err = _run_cli(argv, capsys)
     assert code == 1 and err.startswith("error: OSError") and "No space left" in err
     assert _listing(tmp_path) == []

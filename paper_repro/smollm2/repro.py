@@ -58,24 +58,43 @@ class Repro:
         self.meta: dict[str, Any] = {}
 
     # ------------------------------------------------------------------------------ scores
-    def scores(self, behaviour: str, n: int, safe: bool = True) -> WeightScores:
-        path = self.scores_dir / f"{behaviour}_{'safe' if safe else 'unsafe'}_{n}.safetensors"
+    def cached_scores(
+        self,
+        stem: str,
+        behaviour: str,
+        score: Any,
+        n: int | None = None,
+        safe: bool = True,
+        skip: int = 0,
+    ) -> WeightScores:
+        """``score(examples)`` of ``n`` score-split examples (after the first ``skip``: a sample
+        for a larger n starts with the sample for a smaller one), cached as ``stem``."""
+        path = self.scores_dir / f"{stem}.safetensors"
         if path.exists():
             return WeightScores.load(path)
+        n = n or self.cfg["n_score"]
         exs = si.data.load_behaviour(
-            behaviour, split="score", n=n, seed=self.cfg["seed"], safe=safe
-        )
+            behaviour, split="score", n=skip + n, seed=self.cfg["seed"], safe=safe
+        )[skip:]
         t = time.perf_counter()
-        s = si.score_weights(
-            self.model,
-            exs,
-            targets=self.cfg["targets"],
-            keep_fraction=self.cfg["keep_fraction"],
-            progress=False,
-        )
+        s = score(exs)
         s.meta["seconds"] = time.perf_counter() - t
         s.save(path)
         return s
+
+    def snip(self, examples: list[Any], model: Any = None, targets: str | None = None) -> Any:
+        """SNIP scores with this run's settings (on ``model``, by default the original)."""
+        return si.score_weights(
+            model or self.model,
+            examples,
+            targets=targets or self.cfg["targets"],
+            keep_fraction=self.cfg["keep_fraction"],
+            progress=False,
+        )
+
+    def scores(self, behaviour: str, n: int, safe: bool = True) -> WeightScores:
+        stem = f"{behaviour}_{'safe' if safe else 'unsafe'}_{n}"
+        return self.cached_scores(stem, behaviour, self.snip, n=n, safe=safe)
 
     @staticmethod
     def restrict(s: WeightScores, kind: str) -> WeightScores:
@@ -234,7 +253,8 @@ class Repro:
                 self.record(name, "eval_large", entries=sel.count(), q=q)
             self.evaluate(name, "eval", sel, sizes=sizes, folder="eval_large")
 
-    def sft(self, name: str, method: str, data: str, lr: float) -> None:
+    def train_sft(self, method: str, data: str, lr: float) -> tuple[Any, dict[str, Any]]:
+        """A fresh copy of the model fine-tuned on privacy (or privacy+fairness) data."""
         from sft import finetune
 
         c = self.cfg["sft"]
@@ -255,6 +275,10 @@ class Repro:
             lora_rank=c["lora_rank"],
             seed=self.cfg["seed"],
         )
+        return model, info
+
+    def sft(self, name: str, method: str, data: str, lr: float) -> None:
+        model, info = self.train_sft(method, data, lr)
         self.record(
             name,
             "eval",

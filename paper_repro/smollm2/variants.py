@@ -58,16 +58,12 @@ class Setting:
     family: str = ""
 
 
-def _once(fn: Callable[[], Any]) -> Callable[[], Any]:
-    return functools.cache(fn)
-
-
 def build(r: Any, q: float) -> dict[str, Setting]:
     """Every variant of the study in report order; nothing heavy is computed until ``make()``."""
     n = r.cfg["n_score"]
     n_large, k_units, _ = sizes(r)
-    paper = _once(lambda: r.coupled(q))
-    fpg = _once(
+    paper = functools.cache(lambda: r.coupled(q))
+    fpg = functools.cache(
         lambda: tuple(r.restrict(r.scores(b, n), "mlp") for b in ("fairness", "privacy", "general"))
     )
 
@@ -99,26 +95,26 @@ def build(r: Any, q: float) -> dict[str, Setting]:
         "malicious": Setting(sel(lambda: r.coupled(q, safe=False)), family="data"),
     }
     # guards: a second, disjoint general sample; a cap per matrix
-    general2 = _once(lambda: _general2(r))
-    excl = _once(lambda: exclude(paper(), top_fraction(general2(), q)))
+    general2 = functools.cache(lambda: _general2(r))
+    excl = functools.cache(lambda: exclude(paper(), top_fraction(general2(), q)))
     v["paper-G2"] = Setting(sel(excl), family="guard")
     v["random(paper-G2)"] = Setting(control(excl), family="guard")
-    cap = _once(lambda: cap_per_matrix(paper(), fpg()[1], 2))
+    cap = functools.cache(lambda: cap_per_matrix(paper(), fpg()[1], 2))
     v["paper cap2/matrix"] = Setting(sel(cap), family="guard")
     v["random(paper cap2)"] = Setting(control(cap), family="guard")
     # granularity: attention heads by attribution
-    heads = _once(lambda: _coupled_heads(r))
+    heads = functools.cache(lambda: _coupled_heads(r))
     v["coupled heads"] = Setting(sel(heads), family="granularity")
     v["random(heads)"] = Setting(control(heads), family="granularity")
     # granularity: MLP units (MI-guided, graph-guided) zeroed or mean-ablated
-    units = _once(
+    units = functools.cache(
         lambda: _relevance(r).to_selection(top_k=k_units, rule="both", contrast="general")
     )
-    runits = _once(lambda: random_like(units(), seed=r.cfg["seed"]))
+    runits = functools.cache(lambda: random_like(units(), seed=r.cfg["seed"]))
     v[f"MI-guided {k_units} units"] = Setting(sel(units), family="granularity")
     v[f"random({k_units} units)"] = Setting(sel(runits), family="granularity")
     v[f"graph hubs {k_units} units"] = Setting(sel(lambda: _graph_hubs(r)), family="granularity")
-    biased = _once(lambda: si.ablate.add_mlp_bias(si.load_model(r.model_spec)))
+    biased = functools.cache(lambda: si.ablate.add_mlp_bias(si.load_model(r.model_spec)))
     v[f"MI-guided {k_units} units mean-abl."] = Setting(
         lambda: (biased(), _mean_ablation(r, biased(), units())), family="operation"
     )
@@ -126,8 +122,8 @@ def build(r: Any, q: float) -> dict[str, Setting]:
         lambda: (biased(), _mean_ablation(r, biased(), runits())), family="operation"
     )
     # edit point: the privacy-fine-tuned model (paired with the fine-tuned model itself)
-    sft = _once(lambda: _sft_model(r))
-    sft_paper = _once(lambda: _coupled_on(r, sft(), "sft", q))
+    sft = functools.cache(lambda: _sft_model(r))
+    sft_paper = functools.cache(lambda: _coupled_on(r, sft(), "sft", q))
     v["SFT(privacy)"] = Setting(lambda: (sft(), None), family="edit point")
     v["SFT(privacy)+paper"] = Setting(sel(sft_paper, sft), base="SFT(privacy)", family="edit point")
     v["SFT(privacy)+random"] = Setting(
@@ -136,50 +132,22 @@ def build(r: Any, q: float) -> dict[str, Setting]:
         family="edit point",
     )
     # data: the larger scoring set
-    large = _once(lambda: r.coupled(q, n=n_large))
+    large = functools.cache(lambda: r.coupled(q, n=n_large))
     v[f"paper N={n_large}"] = Setting(sel(large), family="data")
     v[f"random(paper N={n_large})"] = Setting(control(large), family="data")
     return v
 
 
-def _cached_scores(r: Any, stem: str, behaviour: str, score: Callable, skip: int = 0) -> Any:
-    """Scores of ``n_score`` score-split examples (after the first ``skip``), cached as ``stem``."""
-    from spin_interp.attribution import WeightScores
-
-    path = r.scores_dir / f"{stem}.safetensors"
-    if path.exists():
-        return WeightScores.load(path)
-    n = r.cfg["n_score"]
-    exs = si.data.load_behaviour(behaviour, split="score", n=skip + n, seed=r.cfg["seed"])[skip:]
-    s = score(exs)
-    s.save(path)
-    return s
-
-
 def _general2(r: Any) -> Any:
     """SNIP scores of a second general sample, disjoint from the scoring sample."""
     n = r.cfg["n_score"]
-    s = _cached_scores(
-        r,
-        f"general2_safe_{n}",
-        "general",
-        lambda exs: si.score_weights(
-            r.model,
-            exs,
-            targets=r.cfg["targets"],
-            keep_fraction=r.cfg["keep_fraction"],
-            progress=False,
-        ),
-        skip=n,  # a sample for a larger n starts with the sample for a smaller one
-    )
-    return r.restrict(s, "mlp")
+    return r.restrict(r.cached_scores(f"general2_safe_{n}", "general", r.snip, skip=n), "mlp")
 
 
 def _coupled_heads(r: Any) -> Selection:
     """(F ∩ P) \\ G over attention heads scored by attribution (top 20% of each layer's heads)."""
     f, p, g = (
-        _cached_scores(
-            r,
+        r.cached_scores(
             f"heads_{b}_{r.cfg['n_score']}",
             b,
             lambda exs: si.score_neurons(r.model, exs, targets="attn", progress=False),
@@ -225,37 +193,20 @@ def _mean_ablation(r: Any, model: Any, units: Selection) -> Any:
 
 def _sft_model(r: Any) -> Any:
     """The privacy-fine-tuned model of repro.py's recipe (trained once, exported, reloaded)."""
-    from sft import finetune
-
     folder = r.out / "models" / "sft_full_privacy"
-    if (folder / "config.json").exists():
-        return si.load_model(str(folder))
-    c = r.cfg["sft"]
-    model = si.load_model(r.model_spec)
-    train = si.data.load_behaviour("privacy", split="score", n=c["n_train"], seed=1)
-    finetune(
-        model,
-        train,
-        method="full",
-        steps=c["steps"],
-        batch_size=c["batch_size"],
-        lr=c["full_lr"],
-        seed=r.cfg["seed"],
-    )
-    si.export.export_hf(model, folder, overwrite=True)
+    if not (folder / "config.json").exists():
+        model, _ = r.train_sft("full", "privacy", r.cfg["sft"]["full_lr"])
+        si.export.export_hf(model, folder, overwrite=True)
     return si.load_model(str(folder))
 
 
 def _coupled_on(r: Any, model: Any, tag: str, q: float) -> Selection:
     """The paper's selection with every score recomputed on ``model`` (another edit point)."""
     f, p, g = (
-        _cached_scores(
-            r,
+        r.cached_scores(
             f"{tag}_{b}_safe_{r.cfg['n_score']}",
             b,
-            lambda exs: si.score_weights(
-                model, exs, targets="mlp", keep_fraction=r.cfg["keep_fraction"], progress=False
-            ),
+            lambda exs: r.snip(exs, model=model, targets="mlp"),
         )
         for b in ("fairness", "privacy", "general")
     )
